@@ -1,0 +1,27 @@
+"""rfm_jax: Reverse Flow Matching for online RL with flow and diffusion policies, in JAX."""
+
+from rfm_jax import estimators, losses, schedules
+from rfm_jax.estimators import (
+    PosteriorEstimate,
+    Source,
+    boltzmann_log_prob,
+    posterior_mean,
+    standard_normal,
+    tanh_boltzmann_log_prob,
+)
+from rfm_jax.schedules import Schedule
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "PosteriorEstimate",
+    "Schedule",
+    "Source",
+    "boltzmann_log_prob",
+    "estimators",
+    "losses",
+    "posterior_mean",
+    "schedules",
+    "standard_normal",
+    "tanh_boltzmann_log_prob",
+]
