@@ -148,14 +148,20 @@ def posterior_mean(
 
     log_w = jax.nn.log_softmax(log_p1)
     w = jnp.exp(log_w)
-    x_bar = w @ x0
-    s_bar = w @ s0
+    # Centre on the heaviest particle before averaging: when one weight is ~1, x0 - x_bar is then
+    # formed from the small weights directly instead of by cancellation in float32. The mask makes
+    # the heaviest row exactly 0 even where XLA recomputes x0 in two fusions with other rounding.
+    top = jnp.argmax(log_w)
+    not_top = (jnp.arange(num_particles) != top)[:, None]
+    x_rel, s_rel = jnp.where(not_top, x0 - x0[top], 0.0), jnp.where(not_top, s0 - s0[top], 0.0)
+    x_rel_bar, s_rel_bar = w @ x_rel, w @ s_rel
+    x_bar, s_bar = x0[top] + x_rel_bar, s0[top] + s_rel_bar
 
     # sum_i w_i^2 in log space; w^2 / sum w^2 keeps the small weights from underflowing.
     log_sum_w2 = jax.nn.logsumexp(2.0 * log_w)
     if optimal:
         w2 = jax.nn.softmax(2.0 * log_w)
-        dx, ds = x0 - x_bar, s0 - s_bar
+        dx, ds = x_rel - x_rel_bar, s_rel - s_rel_bar
         cov, var = w2 @ (dx * ds), w2 @ (ds * ds)
         if control_variate == "optimal_isotropic":
             cov, var = jnp.sum(cov), jnp.sum(var)
