@@ -4,7 +4,8 @@ Every function acts on ONE example (one state): networks come in as closures suc
 ``lambda x, t: net.apply(params, obs, x, t)``; ``jax.vmap`` over the batch and average.
 Actor losses return ``(loss [], aux)`` so they plug into ``jax.value_and_grad(..., has_aux=True)``.
 
-Actor targets (A = action dims; x1 an endpoint, e.g. a policy sample; t ~ U[t_min, 1 - t_min]):
+Actor targets (A = action dims; x1 an endpoint, e.g. a policy sample; t ~ U[t_min, t_max], and
+t_max defaults to 1 - t_min):
 
     x_t = alpha_t x1 + beta_t x0,  x0 ~ p0,   (mu0, mu1) = posterior_mean(x_t, t)   (stop-gradient)
     RFM velocity:  || v_theta(x_t, t)   - (alpha'_t mu1 + beta'_t mu0) ||^2 / A
@@ -46,19 +47,23 @@ class ActorLossAux(NamedTuple):
     estimate: PosteriorEstimate
 
 
-def noisy_point(key: Array, x1: Array, *, schedule: Schedule, t_min=0.01, source: Source | None = None):
-    """Draw t ~ U[t_min, 1 - t_min] and x_t = alpha_t x1 + beta_t x0 with x0 ~ p0.  Returns (t [], x_t [A])."""
+def noisy_point(key: Array, x1: Array, *, schedule: Schedule, t_min=0.01, t_max=None, source: Source | None = None):
+    """Draw t ~ U[t_min, t_max] (t_max defaults to 1 - t_min) and x_t = alpha_t x1 + beta_t x0 with
+    x0 ~ p0.  Returns (t [], x_t [A])."""
     check_rank("noisy_point", "x1", x1, 1, "[A]")
     source = standard_normal() if source is None else source
     key_t, key_noise = jax.random.split(key)
-    t = jax.random.uniform(key_t, (), minval=t_min, maxval=1.0 - t_min)
+    t_max = 1.0 - t_min if t_max is None else t_max
+    t = jax.random.uniform(key_t, (), minval=t_min, maxval=t_max)
     x0 = source.sample(key_noise, (1, x1.shape[0]))[0].astype(x1.dtype)
     return t, schedule.alpha(t) * x1 + schedule.beta(t) * x0
 
 
-def _posterior_regression(key, model_fn, log_prob_fn, x1, target_fn, *, schedule, t_min, source, estimator_kwargs):
+def _posterior_regression(
+    key, model_fn, log_prob_fn, x1, target_fn, *, schedule, t_min, t_max, source, estimator_kwargs
+):
     key_point, key_estimate = jax.random.split(key)
-    t, x_t = noisy_point(key_point, x1, schedule=schedule, t_min=t_min, source=source)
+    t, x_t = noisy_point(key_point, x1, schedule=schedule, t_min=t_min, t_max=t_max, source=source)
     estimate = posterior_mean(key_estimate, log_prob_fn, x_t, t, schedule=schedule, source=source, **estimator_kwargs)
     estimate = jax.tree.map(jax.lax.stop_gradient, estimate)
     target = target_fn(t, x_t, estimate)
@@ -80,6 +85,7 @@ def rfm_velocity_loss(
     clip=None,
     coef_space: str = "noise",
     t_min=0.01,
+    t_max=None,
     source: Source | None = None,
     particle_batch: int | None = None,
 ):
@@ -104,6 +110,7 @@ def rfm_velocity_loss(
         target_fn,
         schedule=schedule,
         t_min=t_min,
+        t_max=t_max,
         source=source,
         estimator_kwargs=kwargs,
     )
@@ -122,6 +129,7 @@ def rfm_noise_loss(
     clip=None,
     coef_space: str = "noise",
     t_min=0.01,
+    t_max=None,
     source: Source | None = None,
     particle_batch: int | None = None,
 ):
@@ -144,32 +152,50 @@ def rfm_noise_loss(
         target_fn,
         schedule=schedule,
         t_min=t_min,
+        t_max=t_max,
         source=source,
         estimator_kwargs=kwargs,
     )
 
 
-def qne_loss(key, noise_fn, log_prob_fn, x1, *, schedule: Schedule, num_particles: int, t_min=0.01):
+def qne_loss(key, noise_fn, log_prob_fn, x1, *, schedule: Schedule, num_particles: int, t_min=0.01, t_max=None):
     """QNE / MaxEntDP: epsilon regressed onto the plain SNIS noise expectation (eta = 0)."""
     return rfm_noise_loss(
-        key, noise_fn, log_prob_fn, x1, schedule=schedule, num_particles=num_particles, control_variate=0.0, t_min=t_min
+        key,
+        noise_fn,
+        log_prob_fn,
+        x1,
+        schedule=schedule,
+        num_particles=num_particles,
+        control_variate=0.0,
+        t_min=t_min,
+        t_max=t_max,
     )
 
 
-def dqs_loss(key, score_fn, log_prob_fn, x1, *, schedule: Schedule, num_particles: int, t_min=0.01):
+def dqs_loss(key, score_fn, log_prob_fn, x1, *, schedule: Schedule, num_particles: int, t_min=0.01, t_max=None):
     """DQS / iDEM: a score network regressed onto -mu0 / beta with the gradient expectation
     (eta = 1), i.e. (1 / alpha) sum_i w_i grad log p1(x1^i)."""
     kwargs = dict(num_particles=num_particles, control_variate=1.0)
     target_fn = lambda t, x_t, e: -e.noise_mean / schedule.beta(t)  # noqa: E731
     return _posterior_regression(
-        key, score_fn, log_prob_fn, x1, target_fn, schedule=schedule, t_min=t_min, source=None, estimator_kwargs=kwargs
+        key,
+        score_fn,
+        log_prob_fn,
+        x1,
+        target_fn,
+        schedule=schedule,
+        t_min=t_min,
+        t_max=t_max,
+        source=None,
+        estimator_kwargs=kwargs,
     )
 
 
-def qsm_loss(key, noise_fn, q_fn, x1, *, schedule: Schedule, scale=50.0, t_min=0.01):
+def qsm_loss(key, noise_fn, q_fn, x1, *, schedule: Schedule, scale=50.0, t_min=0.01, t_max=None):
     """QSM: epsilon at a noisy action regressed onto -scale * grad_a Q(s, x_t).  ``q_fn(a [A]) -> []``.
     Returns (loss [], (t, x_t, target))."""
-    t, x_t = noisy_point(key, x1, schedule=schedule, t_min=t_min)
+    t, x_t = noisy_point(key, x1, schedule=schedule, t_min=t_min, t_max=t_max)
     target = jax.lax.stop_gradient(-scale * jax.grad(q_fn)(x_t))
     prediction = noise_fn(x_t, t)
     check_rank("qsm_loss", "noise_fn(x_t, t)", prediction, 1, "[A]")

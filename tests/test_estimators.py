@@ -54,8 +54,9 @@ def test_every_mode_converges_to_closed_form(mode, schedule):
     keys = jax.random.split(jax.random.PRNGKey(0), repeats)
     rmse = {}
     for n in (256, 4096):
-        est = _estimates(keys, gaussian_log_prob(mean, cov), x_t, t, schedule=schedule, num_particles=n,
-                         control_variate=mode)
+        est = _estimates(
+            keys, gaussian_log_prob(mean, cov), x_t, t, schedule=schedule, num_particles=n, control_variate=mode
+        )
         err = np.asarray(est.noise_mean, np.float64) - mu0
         stderr = err.std(axis=0, ddof=1) / np.sqrt(repeats)
         assert np.all(np.abs(err.mean(axis=0)) < 5 * stderr + 1e-5), (n, err.mean(axis=0), stderr)
@@ -74,8 +75,16 @@ def test_optimal_is_exact_on_diagonal_gaussian(kind, t):
     mean, cov, x_t = _problem(seed=2, diagonal=True)
     mu0, mu1, cov0 = posterior(mean, cov, x_t, schedule.alpha(t), schedule.beta(t))
     keys = jax.random.split(jax.random.PRNGKey(3), 16)
-    est = _estimates(keys, gaussian_log_prob(mean, cov), x_t, t, schedule=schedule, num_particles=8,
-                     control_variate="optimal", ridge=0.0)
+    est = _estimates(
+        keys,
+        gaussian_log_prob(mean, cov),
+        x_t,
+        t,
+        schedule=schedule,
+        num_particles=8,
+        control_variate="optimal",
+        ridge=0.0,
+    )
     np.testing.assert_allclose(est.noise_mean, np.broadcast_to(mu0, (16, DIM)), atol=1e-4)
     np.testing.assert_allclose(est.data_mean, np.broadcast_to(mu1, (16, DIM)), atol=1e-4 / float(schedule.alpha(t)))
     np.testing.assert_allclose(est.coef, np.broadcast_to(np.diag(cov0), (16, DIM)), rtol=1e-3)
@@ -195,8 +204,16 @@ def test_clip_bounds_coefficient_in_its_space():
     mean, cov, x_t = _problem(seed=6)
     schedule, t = schedules.linear(), jnp.float32(0.9)
     for space in ("noise", "data"):
-        est = posterior_mean(jax.random.PRNGKey(0), gaussian_log_prob(mean, 0.01 * cov), x_t, t, schedule=schedule,
-                             num_particles=64, clip=0.05, coef_space=space)
+        est = posterior_mean(
+            jax.random.PRNGKey(0),
+            gaussian_log_prob(mean, 0.01 * cov),
+            x_t,
+            t,
+            schedule=schedule,
+            num_particles=64,
+            clip=0.05,
+            coef_space=space,
+        )
         assert np.all(np.abs(est.coef) <= 0.05 + 1e-7)
 
 
@@ -239,8 +256,11 @@ def test_jit_and_vmap_agree_with_single_calls(mode):
         for got, want in zip(jax.tree.leaves(batched), jax.tree.leaves(single), strict=True):
             # jit fuses and may round differently from op-by-op execution: float32 tolerances.
             np.testing.assert_allclose(got[i], want, rtol=1e-4, atol=1e-5)
-    chunked = jax.vmap(lambda k, x, s: posterior_mean(k, log_prob_fn, x, s, schedule=schedule, num_particles=16,
-                                                      control_variate=mode, particle_batch=4))(keys, x_t, t)
+    chunked = jax.vmap(
+        lambda k, x, s: posterior_mean(
+            k, log_prob_fn, x, s, schedule=schedule, num_particles=16, control_variate=mode, particle_batch=4
+        )
+    )(keys, x_t, t)
     np.testing.assert_allclose(chunked.noise_mean, batched.noise_mean, rtol=1e-4, atol=1e-5)
 
 
@@ -249,15 +269,26 @@ def test_eta_and_ridge_are_sweepable_under_vmap():
     mean, cov, x_t = _problem(seed=9)
     log_prob_fn, schedule, key, t = gaussian_log_prob(mean, cov), schedules.linear(), jax.random.PRNGKey(0), 0.4
     etas = jnp.array([0.0, 0.5, 1.0])
-    swept = jax.jit(jax.vmap(lambda eta: posterior_mean(key, log_prob_fn, x_t, jnp.float32(t), schedule=schedule,
-                                                        num_particles=32, control_variate=eta).noise_mean))(etas)
+    swept = jax.jit(
+        jax.vmap(
+            lambda eta: (
+                posterior_mean(
+                    key, log_prob_fn, x_t, jnp.float32(t), schedule=schedule, num_particles=32, control_variate=eta
+                ).noise_mean
+            )
+        )
+    )(etas)
     for i, eta in enumerate([0.0, 0.5, 1.0]):
-        single = posterior_mean(key, log_prob_fn, x_t, jnp.float32(t), schedule=schedule, num_particles=32,
-                                control_variate=eta)
+        single = posterior_mean(
+            key, log_prob_fn, x_t, jnp.float32(t), schedule=schedule, num_particles=32, control_variate=eta
+        )
         np.testing.assert_allclose(swept[i], single.noise_mean, rtol=1e-4, atol=1e-5)
     ridges = jnp.array([0.0, 1e-4, 1.0])
-    coef = jax.vmap(lambda r: posterior_mean(key, log_prob_fn, x_t, jnp.float32(t), schedule=schedule,
-                                             num_particles=32, ridge=r).coef)(ridges)
+    coef = jax.vmap(
+        lambda r: (
+            posterior_mean(key, log_prob_fn, x_t, jnp.float32(t), schedule=schedule, num_particles=32, ridge=r).coef
+        )
+    )(ridges)
     assert np.all(np.abs(coef[2]) < np.abs(coef[0]))
 
 
@@ -271,8 +302,16 @@ def test_custom_source_is_used():
     alpha, beta = float(schedule.alpha(t)), float(schedule.beta(t))
     marginal = alpha**2 * np.asarray(cov, np.float64) + beta**2 * sigma**2 * np.eye(DIM)
     mu0 = beta * sigma**2 * np.linalg.solve(marginal, np.asarray(x_t - alpha * mean, np.float64))
-    est = posterior_mean(jax.random.PRNGKey(0), gaussian_log_prob(mean, cov), x_t, jnp.float32(t), schedule=schedule,
-                         num_particles=8, ridge=0.0, source=source)
+    est = posterior_mean(
+        jax.random.PRNGKey(0),
+        gaussian_log_prob(mean, cov),
+        x_t,
+        jnp.float32(t),
+        schedule=schedule,
+        num_particles=8,
+        ridge=0.0,
+        source=source,
+    )
     np.testing.assert_allclose(est.noise_mean, mu0, atol=1e-4)
 
 

@@ -58,8 +58,9 @@ def test_rfm_noise_and_qne_dqs_targets():
 
 def test_qsm_target_is_scaled_q_gradient():
     q_fn = lambda a: -jnp.sum((a - 0.3) ** 2)  # noqa: E731
-    loss, (t, x_t, target) = losses.qsm_loss(jax.random.PRNGKey(2), _zero_model, q_fn, jnp.array([0.1, 0.9]),
-                                            schedule=schedules.vp(), scale=50.0)
+    loss, (t, x_t, target) = losses.qsm_loss(
+        jax.random.PRNGKey(2), _zero_model, q_fn, jnp.array([0.1, 0.9]), schedule=schedules.vp(), scale=50.0
+    )
     np.testing.assert_allclose(target, -50.0 * (-2.0) * (x_t - 0.3), rtol=1e-5)
     np.testing.assert_allclose(loss, jnp.mean(target**2), rtol=1e-5)
 
@@ -68,8 +69,9 @@ def test_actor_loss_gradient_reaches_params_but_not_target():
     schedule, key, x1 = schedules.linear(), jax.random.PRNGKey(3), jnp.array([0.5, 0.1])
 
     def loss_fn(scale):
-        return losses.rfm_velocity_loss(key, lambda x, t: scale * x, LOG_PROB, x1, schedule=schedule,
-                                        num_particles=16)[0]
+        return losses.rfm_velocity_loss(key, lambda x, t: scale * x, LOG_PROB, x1, schedule=schedule, num_particles=16)[
+            0
+        ]
 
     _, aux = losses.rfm_velocity_loss(key, lambda x, t: 0.7 * x, LOG_PROB, x1, schedule=schedule, num_particles=16)
     want = np.mean(2 * (0.7 * np.asarray(aux.x_t) - np.asarray(aux.target)) * np.asarray(aux.x_t))
@@ -150,3 +152,17 @@ def test_rfm_trains_a_flow_onto_a_gaussian_boltzmann_target():
     assert np.abs(before.mean(0) - mean).max() > 0.4  # the untrained flow is far off
     np.testing.assert_allclose(after.mean(0), mean, atol=0.2)
     np.testing.assert_allclose(after.std(0), np.sqrt(np.diag(cov)), rtol=0.1)
+
+
+def test_noisy_point_time_range_and_marginal():
+    """t ~ U[t_min, t_max] and x_t = alpha x1 + beta x0 has the right mean and spread."""
+    schedule, x1 = schedules.cosine(), jnp.array([1.0, -2.0])
+    keys = jax.random.split(jax.random.PRNGKey(4), 20_000)
+    t, x_t = jax.vmap(lambda k: losses.noisy_point(k, x1, schedule=schedule, t_min=0.2, t_max=0.5))(keys)
+    assert float(t.min()) >= 0.2 and float(t.max()) <= 0.5
+    assert float(t.min()) < 0.21 and float(t.max()) > 0.49
+    x0 = (x_t - schedule.alpha(t)[:, None] * x1) / schedule.beta(t)[:, None]
+    np.testing.assert_allclose(x0.mean(0), 0.0, atol=5 / np.sqrt(20_000))
+    np.testing.assert_allclose(x0.std(0), 1.0, rtol=0.03)
+    t_default, _ = losses.noisy_point(keys[0], x1, schedule=schedule, t_min=0.3)
+    assert 0.3 <= float(t_default) <= 0.7
