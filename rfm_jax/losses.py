@@ -59,137 +59,58 @@ def noisy_point(key: Array, x1: Array, *, schedule: Schedule, t_min=0.01, t_max=
     return t, schedule.alpha(t) * x1 + schedule.beta(t) * x0
 
 
+_TARGETS = {
+    "velocity": lambda schedule, t, e: velocity_from_means(schedule, t, e.noise_mean, e.data_mean),
+    "noise": lambda schedule, t, e: e.noise_mean,
+    "score": lambda schedule, t, e: -e.noise_mean / schedule.beta(t),
+}
+
+
 def _posterior_regression(
-    key, model_fn, log_prob_fn, x1, target_fn, *, schedule, t_min, t_max, source, estimator_kwargs
+    key, model_fn, log_prob_fn, x1, target, *, schedule, t_min=0.01, t_max=None, source=None, **estimator_kwargs
 ):
     key_point, key_estimate = jax.random.split(key)
     t, x_t = noisy_point(key_point, x1, schedule=schedule, t_min=t_min, t_max=t_max, source=source)
     estimate = posterior_mean(key_estimate, log_prob_fn, x_t, t, schedule=schedule, source=source, **estimator_kwargs)
     estimate = jax.tree.map(jax.lax.stop_gradient, estimate)
-    target = target_fn(t, x_t, estimate)
+    target_t = _TARGETS[target](schedule, t, estimate)
     prediction = model_fn(x_t, t)
-    check_rank("actor loss", "model_fn(x_t, t)", prediction, 1, "[A]")
-    return jnp.mean((prediction - target) ** 2), ActorLossAux(t, x_t, target, estimate)
+    check_rank(f"{target} loss", "model_fn(x_t, t)", prediction, 1, "[A]")
+    return jnp.mean((prediction - target_t) ** 2), ActorLossAux(t, x_t, target_t, estimate)
 
 
 def rfm_velocity_loss(
-    key: Array,
-    velocity_fn: Callable[[Array, Array], Array],
-    log_prob_fn: Callable[[Array], Array],
-    x1: Array,
-    *,
-    schedule: Schedule,
-    num_particles: int,
-    control_variate="optimal",
-    ridge=1e-4,
-    clip=None,
-    coef_space: str = "noise",
-    t_min=0.01,
-    t_max=None,
-    source: Source | None = None,
-    particle_batch: int | None = None,
+    key: Array, velocity_fn: Callable, log_prob_fn: Callable, x1: Array, *, schedule: Schedule, **kwargs
 ):
     """RFM flow loss for one example: regress ``velocity_fn(x_t [A], t []) -> [A]`` onto
-    alpha' mu1 + beta' mu0 (mu1 - mu0 on the linear path).  ``log_prob_fn(x1 [A]) -> []`` is the
-    log target (e.g. ``tanh_boltzmann_log_prob``); ``x1`` [A] is the endpoint that places x_t.
-    Estimator arguments are those of ``posterior_mean``.  Returns (loss [], ActorLossAux)."""
-    kwargs = dict(
-        num_particles=num_particles,
-        control_variate=control_variate,
-        ridge=ridge,
-        clip=clip,
-        coef_space=coef_space,
-        particle_batch=particle_batch,
-    )
-    target_fn = lambda t, x_t, e: velocity_from_means(schedule, t, e.noise_mean, e.data_mean)  # noqa: E731
-    return _posterior_regression(
-        key,
-        velocity_fn,
-        log_prob_fn,
-        x1,
-        target_fn,
-        schedule=schedule,
-        t_min=t_min,
-        t_max=t_max,
-        source=source,
-        estimator_kwargs=kwargs,
-    )
+    alpha' mu1 + beta' mu0 (mu1 - mu0 on the linear path).
+
+    ``log_prob_fn(x1 [A]) -> []`` is the log target (e.g. ``tanh_boltzmann_log_prob``); ``x1`` [A]
+    is the endpoint that places x_t.  Keyword arguments: ``t_min`` (0.01), ``t_max`` (1 - t_min),
+    ``source`` (N(0, I)), and those of ``posterior_mean``: ``num_particles`` (required),
+    ``control_variate``, ``ridge``, ``clip``, ``coef_space``, ``particle_batch``.
+    Returns (loss [], ActorLossAux).
+    """
+    return _posterior_regression(key, velocity_fn, log_prob_fn, x1, "velocity", schedule=schedule, **kwargs)
 
 
-def rfm_noise_loss(
-    key: Array,
-    noise_fn: Callable[[Array, Array], Array],
-    log_prob_fn: Callable[[Array], Array],
-    x1: Array,
-    *,
-    schedule: Schedule,
-    num_particles: int,
-    control_variate="optimal",
-    ridge=1e-4,
-    clip=None,
-    coef_space: str = "noise",
-    t_min=0.01,
-    t_max=None,
-    source: Source | None = None,
-    particle_batch: int | None = None,
-):
+def rfm_noise_loss(key: Array, noise_fn: Callable, log_prob_fn: Callable, x1: Array, *, schedule: Schedule, **kwargs):
     """RFM diffusion loss for one example: regress ``noise_fn(x_t, t) -> [A]`` (epsilon
     prediction) onto mu0 = E[X0 | x_t].  Arguments as ``rfm_velocity_loss``."""
-    kwargs = dict(
-        num_particles=num_particles,
-        control_variate=control_variate,
-        ridge=ridge,
-        clip=clip,
-        coef_space=coef_space,
-        particle_batch=particle_batch,
-    )
-    target_fn = lambda t, x_t, e: e.noise_mean  # noqa: E731
-    return _posterior_regression(
-        key,
-        noise_fn,
-        log_prob_fn,
-        x1,
-        target_fn,
-        schedule=schedule,
-        t_min=t_min,
-        t_max=t_max,
-        source=source,
-        estimator_kwargs=kwargs,
-    )
+    return _posterior_regression(key, noise_fn, log_prob_fn, x1, "noise", schedule=schedule, **kwargs)
 
 
 def qne_loss(key, noise_fn, log_prob_fn, x1, *, schedule: Schedule, num_particles: int, t_min=0.01, t_max=None):
     """QNE / MaxEntDP: epsilon regressed onto the plain SNIS noise expectation (eta = 0)."""
-    return rfm_noise_loss(
-        key,
-        noise_fn,
-        log_prob_fn,
-        x1,
-        schedule=schedule,
-        num_particles=num_particles,
-        control_variate=0.0,
-        t_min=t_min,
-        t_max=t_max,
-    )
+    kwargs = dict(num_particles=num_particles, control_variate=0.0, t_min=t_min, t_max=t_max)
+    return _posterior_regression(key, noise_fn, log_prob_fn, x1, "noise", schedule=schedule, **kwargs)
 
 
 def dqs_loss(key, score_fn, log_prob_fn, x1, *, schedule: Schedule, num_particles: int, t_min=0.01, t_max=None):
     """DQS / iDEM: a score network regressed onto -mu0 / beta with the gradient expectation
     (eta = 1), i.e. (1 / alpha) sum_i w_i grad log p1(x1^i)."""
-    kwargs = dict(num_particles=num_particles, control_variate=1.0)
-    target_fn = lambda t, x_t, e: -e.noise_mean / schedule.beta(t)  # noqa: E731
-    return _posterior_regression(
-        key,
-        score_fn,
-        log_prob_fn,
-        x1,
-        target_fn,
-        schedule=schedule,
-        t_min=t_min,
-        t_max=t_max,
-        source=None,
-        estimator_kwargs=kwargs,
-    )
+    kwargs = dict(num_particles=num_particles, control_variate=1.0, t_min=t_min, t_max=t_max)
+    return _posterior_regression(key, score_fn, log_prob_fn, x1, "score", schedule=schedule, **kwargs)
 
 
 def qsm_loss(key, noise_fn, q_fn, x1, *, schedule: Schedule, scale=50.0, t_min=0.01, t_max=None):
