@@ -104,15 +104,23 @@ def posterior_mean(
       x_t: noisy point, shape [A].  t: scalar time, keep it in [t_min, 1 - t_min] (alpha, beta > 0).
       schedule: the probability path.  num_particles: static count N.
       control_variate: "none", a float eta (noise space), "optimal_isotropic" or "optimal".
-      ridge: added to the variance in the optimal coefficient.  clip: |coef| bound, or None.
+      ridge: added to sum_i w_i^2 (s_i - s_bar)^2 in the optimal coefficient (optimal modes only).
+      clip: bound on |coef| for the optimal modes, or None; a fixed eta is used as given.
       coef_space: "noise" or "data", where the optimal coefficient is fitted, ridged and clipped.
+        The reference agent uses ``coef_space="data", clip=2.0``; the defaults (noise space, no
+        clip) are the plain estimator, which can extrapolate wildly when the ESS is small.
       source: p0 and proposal (default N(0, I)).
       particle_batch: evaluate the particles in chunks of this size with ``lax.map`` (saves
         memory, often faster on CPU); None evaluates them all in one ``vmap``.
+
+    When one weight is ~1 (ESS ~ 1, typical at small t) no coefficient can be fitted: the optimal
+    modes then fall back to coef 0, i.e. plain SNIS. Watch ``ess``.
     """
     name = "posterior_mean"
     check_rank(name, "x_t", x_t, 1, "[A]")
     check_rank(name, "t", t, 0, "[] (a scalar)")
+    if isinstance(control_variate, bool):
+        raise ValueError(f"{name}: `control_variate` must be a mode name or a float eta, got {control_variate!r}.")
     is_mode = isinstance(control_variate, str)
     if is_mode and control_variate not in _MODES:
         raise ValueError(f"{name}: `control_variate` must be one of {_MODES} or a float eta, got {control_variate!r}.")

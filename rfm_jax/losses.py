@@ -17,7 +17,7 @@ t_max defaults to 1 - t_min):
 Critic and SAC losses (K ensemble members):
 
     TD:          y = r_t + gamma discount_t (min_k Qbar_k(s_t, a_t) - temp log pi(a_t | s_t))
-                 loss = sum_k (Q_k(s_tm1, a_tm1) - y)^2
+                 loss = mean_k (Q_k(s_tm1, a_tm1) - y)^2
     SAC actor:   temp log pi(a | s) - min_k Q_k(s, a)
     temperature: -log_temp (log pi(a | s) + target_entropy)    (stop-gradient on log pi)
 """
@@ -51,6 +51,7 @@ def noisy_point(key: Array, x1: Array, *, schedule: Schedule, t_min=0.01, t_max=
     """Draw t ~ U[t_min, t_max] (t_max defaults to 1 - t_min) and x_t = alpha_t x1 + beta_t x0 with
     x0 ~ p0.  Returns (t [], x_t [A])."""
     check_rank("noisy_point", "x1", x1, 1, "[A]")
+    x1 = jax.lax.stop_gradient(x1)  # an on-policy endpoint only places x_t; no gradient flows through it
     source = standard_normal() if source is None else source
     key_t, key_noise = jax.random.split(key)
     t_max = 1.0 - t_min if t_max is None else t_max
@@ -136,7 +137,7 @@ def critic_td_loss(q_tm1: Array, r_t, discount_t, target_q_t: Array, *, gamma, l
     q_tm1: [K] online Q_k(s_tm1, a_tm1).  target_q_t: [K] target-network Qbar_k(s_t, a_t).
     r_t, discount_t: [] (discount is the environment's: 0 only at a true terminal, so a time-limit
     end still bootstraps).  log_prob_t, temperature: the soft (SAC) backup term; 0 for RFM.
-    Returns (sum_k (q_k - y)^2 [], TDAux).
+    Returns (mean_k (q_k - y)^2 [], TDAux).
     """
     name = "critic_td_loss"
     check_rank(name, "q_tm1", q_tm1, 1, "[K]")
@@ -146,15 +147,15 @@ def critic_td_loss(q_tm1: Array, r_t, discount_t, target_q_t: Array, *, gamma, l
     next_value = jnp.min(target_q_t) - temperature * log_prob_t
     target = jax.lax.stop_gradient(r_t + gamma * discount_t * next_value)
     td_error = q_tm1 - target
-    return jnp.sum(td_error**2), TDAux(target, td_error)
+    return jnp.mean(td_error**2), TDAux(target, td_error)
 
 
 def sac_actor_loss(q: Array, log_prob, *, temperature):
     """SAC actor loss for one state with a reparameterised action a ~ pi:
-    temperature * log pi(a|s) - min_k Q_k(s, a).  q: [K], log_prob: []."""
+    temperature * log pi(a|s) - min_k Q_k(s, a), no gradient into the temperature.  q: [K], log_prob: []."""
     check_rank("sac_actor_loss", "q", q, 1, "[K]")
     check_rank("sac_actor_loss", "log_prob", log_prob, 0, "[]")
-    return temperature * log_prob - jnp.min(q)
+    return jax.lax.stop_gradient(temperature) * log_prob - jnp.min(q)
 
 
 def sac_temperature_loss(log_temperature, log_prob, *, target_entropy):

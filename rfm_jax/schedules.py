@@ -21,6 +21,9 @@ x_t = alpha mu1 + beta mu0) the regression targets are
 
 All functions act on one point ``x`` of shape ``[A]`` with a scalar ``t``; vmap them for batches.
 Schedule parameters are pytree leaves (sweepable under ``vmap``); the kind is static.
+Samplers integrate from ``t_start`` to ``t_end``: ``x_start`` must be a draw of the marginal p_t at
+``t_start`` (for linear / cosine with a small t_start that is close to the source N(0, I); for VP
+it is N(0, I) only where alpha(t_start) ~ 0; for VE it is x1 + sigma(t_start) x0).
 """
 
 from __future__ import annotations
@@ -33,6 +36,16 @@ from flax import struct
 
 Array = jax.Array
 _KINDS = ("linear", "cosine", "vp", "ve")
+
+
+def _as_time(t) -> Array:
+    """t as a floating array (float32 unless it already is a float type)."""
+    t = jnp.asarray(t)
+    return t if jnp.issubdtype(t.dtype, jnp.floating) else t.astype(jnp.float32)
+
+
+def _is_concrete(*values) -> bool:
+    return all(isinstance(v, int | float) for v in values)
 
 
 @struct.dataclass
@@ -53,15 +66,17 @@ class Schedule:
         return self._alpha_beta(t)[1]
 
     def d_alpha(self, t):
-        """d alpha / dt."""
-        return jax.jvp(self.alpha, (jnp.asarray(t, jnp.float32),), (jnp.ones((), jnp.float32),))[1]
+        """d alpha / dt (elementwise for an array t)."""
+        t = _as_time(t)
+        return jax.jvp(self.alpha, (t,), (jnp.ones_like(t),))[1]
 
     def d_beta(self, t):
-        """d beta / dt."""
-        return jax.jvp(self.beta, (jnp.asarray(t, jnp.float32),), (jnp.ones((), jnp.float32),))[1]
+        """d beta / dt (elementwise for an array t)."""
+        t = _as_time(t)
+        return jax.jvp(self.beta, (t,), (jnp.ones_like(t),))[1]
 
     def _alpha_beta(self, t):
-        t = jnp.asarray(t, jnp.float32)
+        t = _as_time(t)
         if self.kind == "linear":
             return t, 1.0 - t
         if self.kind == "cosine":
@@ -89,16 +104,16 @@ def cosine() -> Schedule:
 
 def vp(beta_min: float = 0.1, beta_max: float = 20.0) -> Schedule:
     """Variance-preserving path with a linear noise rate beta(s) = beta_min + (beta_max - beta_min) s."""
-    if not 0.0 <= beta_min < beta_max:
+    if _is_concrete(beta_min, beta_max) and not 0.0 <= beta_min < beta_max:
         raise ValueError(f"vp: need 0 <= beta_min < beta_max, got beta_min={beta_min}, beta_max={beta_max}")
-    return Schedule("vp", jnp.float32(beta_min), jnp.float32(beta_max))
+    return Schedule("vp", jnp.asarray(beta_min, jnp.float32), jnp.asarray(beta_max, jnp.float32))
 
 
 def ve(sigma_min: float = 1e-5, sigma_max: float = 1.0) -> Schedule:
     """Variance-exploding path x_t = x1 + sigma(t) x0 with a geometric sigma(t)."""
-    if not 0.0 < sigma_min < sigma_max:
+    if _is_concrete(sigma_min, sigma_max) and not 0.0 < sigma_min < sigma_max:
         raise ValueError(f"ve: need 0 < sigma_min < sigma_max, got sigma_min={sigma_min}, sigma_max={sigma_max}")
-    return Schedule("ve", jnp.float32(sigma_min), jnp.float32(sigma_max))
+    return Schedule("ve", jnp.asarray(sigma_min, jnp.float32), jnp.asarray(sigma_max, jnp.float32))
 
 
 # ----------------------------------------------------------------------------- conversions

@@ -200,21 +200,81 @@ def test_noise_and_data_space_coefficients_agree(mode, t):
     np.testing.assert_allclose(data.data_mean, noise.data_mean, atol=1e-5)
 
 
-def test_clip_bounds_coefficient_in_its_space():
-    mean, cov, x_t = _problem(seed=6)
-    schedule, t = schedules.linear(), jnp.float32(0.9)
-    for space in ("noise", "data"):
+def _reference_optimal_coef(key, log_prob_fn, x_t, t, schedule, n, ridge, space, isotropic):
+    """The plug-in coefficient written directly from method.md section 4, in float64 NumPy:
+    C = -sum_i w_i^2 (f_i - f_bar)(g_i - g_bar) / (sum_i w_i^2 (g_i - g_bar)^2 + ridge), with
+    (f, g) = (x0, s0) in noise space and (x1, s1 = -(alpha/beta) s0) in data space."""
+    alpha, beta = float(schedule.alpha(t)), float(schedule.beta(t))
+    x0 = np.asarray(jax.random.normal(key, (n, x_t.shape[0])), np.float64)
+    log_p1, s0 = jax.vmap(lambda x: noise_score(log_prob_fn, x, x_t, jnp.float32(t), schedule=schedule))(
+        jnp.asarray(x0, jnp.float32)
+    )
+    log_p1, s0 = np.asarray(log_p1, np.float64), np.asarray(s0, np.float64)
+    w = np.exp(log_p1 - log_p1.max())
+    w /= w.sum()
+    f, g = (x0, s0) if space == "noise" else ((np.asarray(x_t) - beta * x0) / alpha, -(alpha / beta) * s0)
+    df, dg = f - w @ f, g - w @ g
+    num, den = (w**2) @ (df * dg), (w**2) @ (dg * dg)
+    if isotropic:
+        num, den = num.sum(), den.sum()
+    return np.broadcast_to(-num / (den + ridge), (x_t.shape[0],))
+
+
+@pytest.mark.parametrize("space", ["noise", "data"])
+@pytest.mark.parametrize("mode", ["optimal", "optimal_isotropic"])
+def test_optimal_coefficient_matches_reference_formula_with_ridge(space, mode):
+    """A ridge large enough to matter (1e-2 against sums of w^2 terms of order 1e-2) gives the
+    coefficient of the direct formula, in both spaces."""
+    mean, cov, x_t = _problem(seed=12)
+    schedule, t, key, log_prob_fn = schedules.cosine(), 0.6, jax.random.PRNGKey(5), gaussian_log_prob(mean, cov)
+    for ridge in (0.0, 1e-2, 1.0):
         est = posterior_mean(
-            jax.random.PRNGKey(0),
-            gaussian_log_prob(mean, 0.01 * cov),
+            key,
+            log_prob_fn,
             x_t,
-            t,
+            jnp.float32(t),
             schedule=schedule,
-            num_particles=64,
-            clip=0.05,
+            num_particles=32,
+            control_variate=mode,
+            ridge=ridge,
             coef_space=space,
         )
-        assert np.all(np.abs(est.coef) <= 0.05 + 1e-7)
+        want = _reference_optimal_coef(
+            key, log_prob_fn, x_t, t, schedule, 32, ridge, space, mode == "optimal_isotropic"
+        )
+        np.testing.assert_allclose(est.coef, want, rtol=2e-3, atol=1e-6)
+    assert not np.allclose(
+        want, _reference_optimal_coef(key, log_prob_fn, x_t, t, schedule, 32, 0.0, space, mode == "optimal_isotropic")
+    )
+
+
+@pytest.mark.parametrize("space", ["noise", "data"])
+def test_clip_binds_in_its_space(space):
+    """With clip below the fitted coefficient the result is the fixed coefficient +-clip."""
+    mean, cov, x_t = _problem(seed=6, diagonal=True)
+    schedule, t, key, log_prob_fn = (
+        schedules.linear(),
+        jnp.float32(0.5),
+        jax.random.PRNGKey(0),
+        gaussian_log_prob(mean, cov),
+    )
+    kwargs = dict(schedule=schedule, num_particles=64, coef_space=space)
+    free = posterior_mean(key, log_prob_fn, x_t, t, **kwargs)
+    bound = 0.5 * float(np.abs(free.coef).min())
+    clipped = posterior_mean(key, log_prob_fn, x_t, t, clip=bound, **kwargs)
+    np.testing.assert_allclose(clipped.coef, np.sign(free.coef) * bound, rtol=1e-6)
+    ratio = 1.0 if space == "noise" else float((schedule.alpha(t) / schedule.beta(t)) ** 2)
+    fixed = posterior_mean(
+        key,
+        log_prob_fn,
+        x_t,
+        t,
+        schedule=schedule,
+        num_particles=64,
+        control_variate=bound * ratio * float(np.sign(free.coef[0])),
+    )
+    assert np.all(np.sign(free.coef) == np.sign(free.coef[0]))
+    np.testing.assert_allclose(clipped.noise_mean, fixed.noise_mean, rtol=1e-5, atol=1e-6)
 
 
 def test_tanh_latent_target_gives_boltzmann_action_density():
@@ -328,5 +388,7 @@ def test_bad_inputs_raise_messages_naming_the_argument():
         posterior_mean(key, log_prob_fn, jnp.zeros(3), 0.5, schedule=schedule, num_particles=1)
     with pytest.raises(ValueError, match="`log_prob_fn`"):
         posterior_mean(key, lambda x: x**2, jnp.zeros(3), 0.5, **kwargs)
+    with pytest.raises(ValueError, match="`control_variate`"):
+        posterior_mean(key, log_prob_fn, jnp.zeros(3), 0.5, control_variate=True, **kwargs)
     with pytest.raises(ValueError, match="`coef_space`"):
         posterior_mean(key, log_prob_fn, jnp.zeros(3), 0.5, coef_space="latent", **kwargs)

@@ -65,17 +65,21 @@ def test_qsm_target_is_scaled_q_gradient():
     np.testing.assert_allclose(loss, jnp.mean(target**2), rtol=1e-5)
 
 
-def test_actor_loss_gradient_reaches_params_but_not_target():
-    schedule, key, x1 = schedules.linear(), jax.random.PRNGKey(3), jnp.array([0.5, 0.1])
+def test_actor_loss_gradient_reaches_model_only():
+    """d loss / d theta flows through the model alone: not through the endpoint x1 (an on-policy
+    sample that only places x_t), nor through the target (log_prob depends on theta here too)."""
+    schedule, key = schedules.linear(), jax.random.PRNGKey(3)
 
-    def loss_fn(scale):
-        return losses.rfm_velocity_loss(key, lambda x, t: scale * x, LOG_PROB, x1, schedule=schedule, num_particles=16)[
-            0
-        ]
+    def loss_fn(theta):
+        x1 = theta * jnp.array([0.5, 0.1])  # as if sampled from the policy being trained
+        log_prob = gaussian_log_prob(theta * MEAN, COV)
+        return losses.rfm_velocity_loss(key, lambda x, t: theta * x, log_prob, x1, schedule=schedule, num_particles=16)
 
-    _, aux = losses.rfm_velocity_loss(key, lambda x, t: 0.7 * x, LOG_PROB, x1, schedule=schedule, num_particles=16)
-    want = np.mean(2 * (0.7 * np.asarray(aux.x_t) - np.asarray(aux.target)) * np.asarray(aux.x_t))
-    np.testing.assert_allclose(jax.grad(loss_fn)(0.7), want, rtol=1e-4)
+    theta = 0.7
+    _, aux = loss_fn(theta)
+    x_t, target = np.asarray(aux.x_t, np.float64), np.asarray(aux.target, np.float64)
+    want = np.mean(2 * (theta * x_t - target) * x_t)
+    np.testing.assert_allclose(jax.grad(lambda th: loss_fn(th)[0])(theta), want, rtol=1e-4)
 
 
 def test_critic_td_loss_min_target_and_discount():
@@ -83,7 +87,7 @@ def test_critic_td_loss_min_target_and_discount():
     loss, aux = losses.critic_td_loss(q_tm1, 0.5, 1.0, target_q, gamma=0.9)
     y = 0.5 + 0.9 * 3.0
     np.testing.assert_allclose(aux.target, y)
-    np.testing.assert_allclose(loss, (1 - y) ** 2 + (2 - y) ** 2, rtol=1e-6)
+    np.testing.assert_allclose(loss, ((1 - y) ** 2 + (2 - y) ** 2) / 2, rtol=1e-6)
     # A time-limit end keeps discount 1 (bootstraps); a true terminal has discount 0.
     _, terminal = losses.critic_td_loss(q_tm1, 0.5, 0.0, target_q, gamma=0.9)
     np.testing.assert_allclose(terminal.target, 0.5)
@@ -98,6 +102,8 @@ def test_critic_td_loss_min_target_and_discount():
 
 def test_sac_losses():
     np.testing.assert_allclose(losses.sac_actor_loss(jnp.array([1.0, 3.0]), -2.0, temperature=0.5), -1.0 - 1.0)
+    grad_temp = jax.grad(lambda a: losses.sac_actor_loss(jnp.array([1.0, 3.0]), -2.0, temperature=a))(0.5)
+    np.testing.assert_array_equal(grad_temp, 0.0)
     # Entropy 0.5 below a target of 1.0: the gradient descent step must raise the temperature.
     grad = jax.grad(losses.sac_temperature_loss)(jnp.log(0.2), -0.5, target_entropy=1.0)
     assert grad < 0
