@@ -1,6 +1,6 @@
 """rfm_jax: Reverse Flow Matching for online RL with flow and diffusion policies, in JAX."""
 
-from rfm_jax import estimators, losses, schedules
+from rfm_jax import agents, estimators, losses, networks, replay, schedules, train
 from rfm_jax.estimators import (
     PosteriorEstimate,
     Source,
@@ -15,6 +15,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "PosteriorEstimate",
+    "agents",
+    "networks",
+    "replay",
+    "train",
     "Schedule",
     "Source",
     "boltzmann_log_prob",

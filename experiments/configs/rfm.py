@@ -1,0 +1,93 @@
+"""RFM agent configs.  ``--config=experiments/configs/rfm.py:ARG`` where ARG is
+
+    TASK            the reference defaults (method.md section 7) on a DMC task, e.g. cheetah-run
+    cpu[,TASK]      a small preset that learns cartpole-swingup on a 2-core CPU
+    smoke[,TASK]    a tiny preset for tests (a few hundred steps)
+
+Any field can be overridden, e.g. ``--config.num_seeds=5 --config.agent.policy=diffusion``.
+"""
+
+from ml_collections import config_dict
+
+PRESETS = ("reference", "cpu", "smoke")
+
+
+def reference(task: str = "cheetah-run") -> config_dict.ConfigDict:
+    c = config_dict.ConfigDict()
+    c.task = task  # DMC task, domain-task (e.g. cheetah-run, finger-turn_hard)
+    c.seed = 0  # seeds are seed, seed + 1, ..., seed + num_seeds - 1
+    c.num_seeds = 1  # seeds trained at once (vmapped in one XLA program)
+    c.num_envs = 1  # envs per seed; each step adds num_envs transitions and runs updates_per_step updates
+    c.total_steps = 250_000  # env steps per env (= frames, action repeat 1)
+    c.warmup_steps = 10_000  # uniform random actions and no updates before this step
+    c.batch_size = 256  # transitions per update
+    c.replay_capacity = 250_000  # replay buffer slots per seed
+    c.updates_per_step = 1  # updates per call (per env step)
+    c.eval_every = 10_000  # env steps between evaluations
+    c.eval_episodes = 25  # evaluation episodes per seed (argmax-Q over the policy particles)
+    c.log_every = 1_000  # env steps between training-metric rows
+    c.checkpoint_every = 10_000  # env steps between checkpoints (one is also saved at the end and on SIGINT/SIGTERM)
+
+    c.agent = config_dict.ConfigDict()
+    c.agent.policy = "flow"  # flow (linear path, velocity, Euler) or diffusion (VP path, epsilon, DDIM)
+    c.agent.diffusion_schedule = "cosine"  # VP path of the diffusion policy: cosine or vp (linear beta 0.1-20)
+    c.agent.proposal = "on_policy"  # endpoints: on_policy (Boltzmann-resampled samples) or replay (buffer actions)
+    c.agent.control_variate = "optimal"  # optimal | optimal_isotropic | none (eta=0, QNE) | fixed (eta=hyper.eta)
+    c.agent.coef_space = "data"  # where the optimal coefficient is fitted and clipped: data (reference) or noise
+    c.agent.num_posterior_particles = 100  # particles of the posterior-mean estimator
+    c.agent.num_policy_particles = 32  # policy samples per state (acting, TD target, proposal)
+    c.agent.num_ode_steps = 10  # sampler steps from t_min to 1 - t_min
+    c.agent.t_min = 0.01  # t is kept in [t_min, 1 - t_min]
+    c.agent.actor_width = 256  # width of the velocity / noise network
+    c.agent.actor_blocks = 2  # residual GELU blocks in that network
+    c.agent.critic_hidden = (256, 256)  # hidden sizes of each critic MLP
+    c.agent.num_critics = 2  # critics in the ensemble (the TD target and log p1 use their min)
+    c.agent.actor_lr = 3e-4  # Adam learning rate of the policy network
+    c.agent.critic_lr = 1e-3  # Adam learning rate of the critics
+    c.agent.grad_clip = 10.0  # global gradient-norm clip (actor and critic)
+    c.agent.particle_batch = 0  # evaluate posterior particles in lax.map chunks of this size; 0: one vmap
+
+    c.hyper = config_dict.ConfigDict()
+    c.hyper.temperature = 0.02  # lambda of the Boltzmann target exp(Q / lambda)
+    c.hyper.gamma = 0.99  # discount
+    c.hyper.tau = 0.005  # Polyak rate of the target critics
+    c.hyper.ridge = 1e-4  # ridge of the optimal coefficient
+    c.hyper.clip = 2.0  # bound on |coefficient| of the optimal modes (inf: none)
+    c.hyper.eta = 0.0  # coefficient of control_variate=fixed (0: QNE, 1: DQS)
+    return c
+
+
+# Overrides of the reference config (flattened field names).  cpu: learns cartpole-swingup on a
+# 2-core CPU (about 14 ms per seed-step).  smoke: tiny networks and a few hundred steps, for tests.
+CPU = {
+    "num_seeds": 3, "total_steps": 40_000, "warmup_steps": 5_000, "batch_size": 128, "replay_capacity": 50_000,
+    "eval_every": 5_000, "eval_episodes": 5, "checkpoint_every": 5_000,
+    "agent.num_posterior_particles": 16, "agent.num_policy_particles": 8, "agent.num_ode_steps": 5,
+    "agent.actor_width": 64, "agent.critic_hidden": (64, 64),
+}
+SMOKE = {
+    **CPU, "num_seeds": 2, "total_steps": 300, "warmup_steps": 100, "batch_size": 16, "replay_capacity": 1_000,
+    "eval_every": 150, "eval_episodes": 1, "log_every": 50, "checkpoint_every": 100,
+    "agent.num_posterior_particles": 4, "agent.num_policy_particles": 4, "agent.num_ode_steps": 2,
+    "agent.actor_width": 16, "agent.actor_blocks": 1, "agent.critic_hidden": (16, 16),
+}
+
+
+def cpu(task: str = "cartpole-swingup") -> config_dict.ConfigDict:
+    c = reference(task)
+    c.update_from_flattened_dict(CPU)
+    return c
+
+
+def smoke(task: str = "cartpole-swingup") -> config_dict.ConfigDict:
+    c = reference(task)
+    c.update_from_flattened_dict(SMOKE)
+    return c
+
+
+def get_config(arg: str | None = None) -> config_dict.ConfigDict:
+    preset, _, task = (arg or "reference").partition(",")
+    if preset not in PRESETS:  # a bare task name means the reference defaults on that task
+        preset, task = "reference", preset
+    builder = {"reference": reference, "cpu": cpu, "smoke": smoke}[preset]
+    return builder(task) if task else builder()

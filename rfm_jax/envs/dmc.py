@@ -1,0 +1,180 @@
+"""DeepMind Control Suite on the host: flat float32 observations, actions in [-1, 1], batches of
+S seeds x E envs with deterministic seeding.
+
+A DMC transition is (obs, action, reward, discount, next_obs).  ``discount`` is DMC's own: 1 on
+every step of a time-limited episode including the last one (so the last transition still
+bootstraps), 0 only at a true terminal.  Never store ``1 - done``.
+
+Action repeat is 1 (an env step is a physics frame).  Actions a in [-1, 1] map to the spec's
+[low, high] by low + (a + 1) (high - low) / 2.
+
+A MuJoCo ``PhysicsError`` (the simulation diverged) ends that env's episode without a transition:
+the env is reset, the step is flagged ``valid = False`` (so it is not stored) and counted.
+Batched envs are picklable (``get_state`` / ``set_state``), so a run can resume mid-episode.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import pickle
+import zlib
+from typing import NamedTuple
+
+import numpy as np
+
+os.environ.setdefault("MUJOCO_GL", "disable")  # headless machines: no GL context is needed to step.
+
+from dm_control import suite  # noqa: E402
+from dm_control.rl import control  # noqa: E402
+
+TASKS: tuple[str, ...] = tuple(sorted(f"{domain}-{task}" for domain, task in suite.ALL_TASKS))
+PAPER_TASKS: tuple[str, ...] = (
+    "cheetah-run",
+    "cartpole-swingup",
+    "fish-swim",
+    "fish-upright",
+    "walker-walk",
+    "walker-run",
+    "finger-spin",
+    "finger-turn_hard",
+)
+
+
+def check_task(name: str) -> tuple[str, str]:
+    """Split ``domain-task`` into (domain, task); raise ValueError listing the valid names."""
+    if name not in TASKS:
+        raise ValueError(f"Unknown DMC task {name!r}. Valid names: {', '.join(TASKS)}.")
+    domain, task = name.split("-", 1)
+    return domain, task
+
+
+def flatten_observation(observation) -> np.ndarray:
+    """DMC's OrderedDict of arrays -> one float32 vector (keys in the env's order)."""
+    return np.concatenate([np.asarray(v, np.float32).ravel() for v in observation.values()])
+
+
+def env_seed(seed: int, index: int, stream: int = 0) -> int:
+    """Deterministic 32-bit env seed for (run seed, env index, stream); stream 0 trains, >0 evaluates."""
+    return int(np.random.SeedSequence([seed, index, stream]).generate_state(1)[0])
+
+
+class EnvSpec(NamedTuple):
+    obs_dim: int
+    action_dim: int
+    episode_length: int  # time limit in env steps (= frames, action repeat 1)
+
+
+class StepResult(NamedTuple):
+    """One batched step; every array has leading shape [S, E].
+
+    next_obs: the true observation after the action (also at a time limit), for the transition.
+    obs: where to act next: ``next_obs``, or the first observation of a new episode after a reset.
+    valid: False where the physics diverged (store no transition).  done: the episode ended.
+    episode_return: return of the episode that ended (NaN where none ended or it diverged).
+    """
+
+    next_obs: np.ndarray
+    reward: np.ndarray
+    discount: np.ndarray
+    obs: np.ndarray
+    valid: np.ndarray
+    done: np.ndarray
+    episode_return: np.ndarray
+
+
+def _load(name: str, seed: int):
+    domain, task = check_task(name)
+    return suite.load(domain, task, task_kwargs={"random": seed})
+
+
+def spec(name: str) -> EnvSpec:
+    """Observation size, action size and episode length of a task."""
+    env = _load(name, 0)
+    obs_dim = sum(int(np.prod(s.shape)) for s in env.observation_spec().values())
+    action_dim = int(np.prod(env.action_spec().shape))
+    episode_length = math.ceil(env._step_limit)  # noqa: SLF001  (time limit / control timestep, a float)
+    return EnvSpec(obs_dim, action_dim, episode_length)
+
+
+class BatchedEnv:
+    """``num_seeds x num_envs`` dm_control envs stepped in a Python loop (host side).
+
+    Env (s, e) is seeded with ``env_seed(seeds[s], e, stream)``.  Call ``reset()`` once, then
+    ``step(actions)`` with actions of shape [S, E, A] in [-1, 1]; finished episodes reset by
+    themselves.  ``physics_errors`` [S] counts diverged steps per seed.
+    """
+
+    def __init__(self, name: str, seeds, num_envs: int, stream: int = 0):
+        if num_envs < 1:
+            raise ValueError(f"BatchedEnv: `num_envs` must be >= 1, got {num_envs}.")
+        self.name = name
+        self.seeds = [int(s) for s in seeds]
+        self.num_envs = num_envs
+        self.envs = [[_load(name, env_seed(s, e, stream)) for e in range(num_envs)] for s in self.seeds]
+        action_spec = self.envs[0][0].action_spec()
+        self.low = np.asarray(action_spec.minimum, np.float64).ravel()
+        self.high = np.asarray(action_spec.maximum, np.float64).ravel()
+        self.action_dim = self.low.size
+        self.returns = np.zeros((len(self.seeds), num_envs), np.float64)
+        self.physics_errors = np.zeros(len(self.seeds), np.int64)
+        self.obs = None
+
+    def rescale(self, action: np.ndarray) -> np.ndarray:
+        """[-1, 1] -> [low, high] of the action spec (clipped first)."""
+        action = np.clip(np.asarray(action, np.float64), -1.0, 1.0)
+        return self.low + (action + 1.0) * 0.5 * (self.high - self.low)
+
+    def reset(self) -> np.ndarray:
+        """Reset every env; returns observations [S, E, O]."""
+        first = [[flatten_observation(env.reset().observation) for env in row] for row in self.envs]
+        self.obs = np.asarray(first, np.float32)
+        self.returns[:] = 0.0
+        return self.obs
+
+    def step(self, actions: np.ndarray) -> StepResult:
+        actions = np.asarray(actions)
+        expected = (len(self.seeds), self.num_envs, self.action_dim)
+        if actions.shape != expected:
+            raise ValueError(f"BatchedEnv.step: actions must have shape {expected}, got {actions.shape}.")
+        if self.obs is None:
+            raise RuntimeError("BatchedEnv.step: call reset() first.")
+        shape = expected[:2]
+        next_obs = np.empty_like(self.obs)
+        new_obs = np.empty_like(self.obs)
+        reward = np.zeros(shape, np.float32)
+        discount = np.zeros(shape, np.float32)
+        valid = np.ones(shape, bool)
+        done = np.zeros(shape, bool)
+        episode_return = np.full(shape, np.nan, np.float64)
+        for s, row in enumerate(self.envs):
+            for e, env in enumerate(row):
+                try:
+                    ts = env.step(self.rescale(actions[s, e]))
+                except control.PhysicsError:
+                    self.physics_errors[s] += 1
+                    valid[s, e], done[s, e] = False, True
+                    next_obs[s, e] = self.obs[s, e]
+                    new_obs[s, e] = flatten_observation(env.reset().observation)
+                    self.returns[s, e] = 0.0
+                    continue
+                reward[s, e] = ts.reward or 0.0
+                discount[s, e] = ts.discount
+                next_obs[s, e] = flatten_observation(ts.observation)
+                self.returns[s, e] += reward[s, e]
+                if ts.last():
+                    done[s, e] = True
+                    episode_return[s, e] = self.returns[s, e]
+                    self.returns[s, e] = 0.0
+                    new_obs[s, e] = flatten_observation(env.reset().observation)
+                else:
+                    new_obs[s, e] = next_obs[s, e]
+        self.obs = new_obs
+        return StepResult(next_obs, reward, discount, new_obs.copy(), valid, done, episode_return)
+
+    def get_state(self) -> bytes:
+        """Everything needed to continue exactly: physics, task RNGs, step counters, returns."""
+        return zlib.compress(pickle.dumps((self.envs, self.returns, self.physics_errors, self.obs)), 1)
+
+    def set_state(self, blob: bytes) -> None:
+        self.envs, self.returns, self.physics_errors, self.obs = pickle.loads(zlib.decompress(blob))

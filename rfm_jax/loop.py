@@ -1,0 +1,193 @@
+"""The host loop: S seeds x E dm_control envs, one jitted seed-vmapped call per env step,
+periodic evaluation (argmax-Q), metrics, checkpoints and exact resume.
+
+    for step in [start, total_steps):
+        state, actions, metrics = step_fn(state, pending transitions, valid, obs)   # one XLA call
+        step every env on the host -> pending transitions for the next call
+
+SIGINT / SIGTERM finish the current step, save a checkpoint and return (a second signal aborts).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from contextlib import contextmanager
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rfm_jax import envs, replay
+from rfm_jax.agents.rfm import RFMHyper, make_rfm
+from rfm_jax.checkpoints import Checkpointer
+from rfm_jax.metrics import MetricsWriter
+from rfm_jax.train import StepFns, compile_seeds, empty_transitions, make_step_fns
+
+
+def _nanmean(x) -> float:
+    """Mean of the finite entries; NaN when there are none (no warning)."""
+    x = np.asarray(x, np.float64)
+    return float(x[np.isfinite(x)].mean()) if np.isfinite(x).any() else float("nan")
+
+
+def _nan_to_none(x):
+    return None if x is None or np.isnan(x) else float(x)
+
+
+def evaluate(fns: StepFns, agent_state, *, task: str, seeds, episodes: int, eval_index: int) -> np.ndarray:
+    """Returns [S, episodes] of greedy (argmax-Q) episodes on fresh envs seeded by ``eval_index``
+    (NaN for an episode whose physics diverged)."""
+    env = envs.BatchedEnv(task, seeds, episodes, stream=1 + eval_index)
+    length = envs.spec(task).episode_length
+    obs = env.reset()
+    keys = jax.vmap(lambda s: jax.random.split(jax.random.fold_in(jax.random.PRNGKey(s), 1 + eval_index), length))(
+        jnp.asarray(seeds, jnp.uint32)
+    )
+    returns = np.full((len(seeds), episodes), np.nan)
+    for i in range(length):
+        result = env.step(np.asarray(fns.eval_act(agent_state, keys[:, i], jnp.asarray(obs))))
+        first = result.done & np.isnan(returns)
+        returns[first] = result.episode_return[first]
+        obs = result.obs
+    return returns
+
+
+@contextmanager
+def _stop_on_signal():
+    """Yield a flag list; the first SIGINT/SIGTERM sets it, a second one raises KeyboardInterrupt."""
+    flag, previous = [], {}
+
+    def handler(signum, frame):
+        if flag:
+            raise KeyboardInterrupt
+        flag.append(signum)
+        print(f"\nSignal {signum}: saving a checkpoint after this step (send again to abort).", flush=True)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            previous[sig] = signal.signal(sig, handler)
+        except ValueError:  # not the main thread: no handler
+            pass
+    try:
+        yield flag
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def train(
+    *,
+    task: str,
+    seeds,
+    workdir: str,
+    agent_kwargs: dict,
+    hyper: RFMHyper,
+    num_envs: int = 1,
+    total_steps: int,
+    warmup_steps: int,
+    batch_size: int,
+    replay_capacity: int,
+    updates_per_step: int = 1,
+    eval_every: int,
+    eval_episodes: int,
+    log_every: int,
+    checkpoint_every: int,
+    resume: bool = False,
+    stop_after: int | None = None,
+    progress=None,
+) -> dict:
+    """Train S = len(seeds) seeds on ``task``; returns a summary (last eval returns, steps/s, ...).
+
+    ``stop_after`` ends the session (with a checkpoint) once env step ``stop_after`` is reached (an
+    absolute step, as a kill would).  A run with no checkpoint in ``workdir`` starts from scratch
+    and overwrites its metrics.  A signal during an evaluation is handled after the evaluation.
+    ``progress(step, total, info)`` is called every step with a dict of display values (or None).
+    """
+    seeds = [int(s) for s in seeds]
+    spec = envs.spec(task)
+    agent = make_rfm(obs_dim=spec.obs_dim, action_dim=spec.action_dim, **agent_kwargs)
+    fns = compile_seeds(
+        make_step_fns(
+            agent, obs_dim=spec.obs_dim, action_dim=spec.action_dim, num_envs=num_envs,
+            replay_capacity=replay_capacity, batch_size=batch_size, updates_per_step=updates_per_step,
+        )
+    )
+    state = fns.init(jnp.stack([jax.random.PRNGKey(s) for s in seeds]), hyper)
+    env = envs.BatchedEnv(task, seeds, num_envs)
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
+    num_seeds = len(seeds)
+    start, elapsed0, meta = 0, 0.0, {}
+    latest = ckpt.latest_step() if resume else None
+    if latest is not None:
+        state, host, meta = ckpt.restore(latest, state)
+        env.set_state(host["envs"].tobytes())
+        obs, valid = host["obs"], host["valid"]
+        pending = replay.Transition(*(host[f"pending_{f}"] for f in replay.Transition._fields))
+        start, elapsed0 = int(meta["step"]), float(meta["wall_time"])
+        print(f"Resumed from {workdir} at env step {start}.", flush=True)
+    else:
+        obs = env.reset()
+        valid = np.zeros((num_seeds, num_envs), bool)
+        pending = jax.tree.map(lambda x: np.zeros((num_seeds, *x.shape), x.dtype),
+                               empty_transitions(num_envs, spec.obs_dim, spec.action_dim))
+    writer = MetricsWriter(workdir, num_seeds, resume_step=start)  # drops rows of a run that died unsaved
+    last_eval = meta.get("last_eval", [None] * num_seeds)
+    train_returns = np.asarray(meta.get("train_returns", [np.nan] * num_seeds), np.float64)
+    # Running sums of the metrics since the last row (checkpointed, so a resumed row is exact).
+    sums = {k: np.asarray(v, np.float64) for k, v in meta.get("log_sums", {}).items()}
+    counts = {k: int(v) for k, v in meta.get("log_counts", {}).items()}
+    num_evals = int(meta.get("num_evals", 0))
+    t0 = t_log = time.time()
+    step_sps = start
+    end = total_steps if stop_after is None else min(total_steps, stop_after)
+
+    def save(step):
+        host = {"envs": np.frombuffer(env.get_state(), np.uint8), "obs": obs, "valid": valid}
+        host.update({f"pending_{f}": np.asarray(getattr(pending, f)) for f in replay.Transition._fields})
+        ckpt.save(step, state, host, {"step": step, "wall_time": elapsed0 + time.time() - t0,
+                                      "last_eval": last_eval, "train_returns": train_returns.tolist(),
+                                      "log_sums": {k: v.tolist() for k, v in sums.items()}, "log_counts": counts,
+                                      "num_evals": num_evals})
+
+    step = start
+    with _stop_on_signal() as stop:
+        while step < end:
+            step_fn = fns.warmup_step if step < warmup_steps else fns.train_step
+            state, actions, metrics = step_fn(state, pending, valid, jnp.asarray(obs))
+            actions = np.asarray(actions)
+            result = env.step(actions)
+            pending = replay.Transition(obs, actions, result.reward, result.discount, result.next_obs)
+            valid, obs = result.valid, result.obs
+            finished = ~np.all(np.isnan(result.episode_return), axis=1)
+            train_returns[finished] = [_nanmean(r) for r in result.episode_return[finished]]
+            for k, v in jax.device_get(metrics).items():  # empty during warm-up
+                sums[k] = sums.get(k, 0.0) + np.asarray(v, np.float64)
+                counts[k] = counts.get(k, 0) + 1
+            step += 1
+            wall = elapsed0 + time.time() - t0
+            if step % log_every == 0 or step == total_steps:
+                sps = (step - step_sps) / max(time.time() - t_log, 1e-9)
+                rows = [{**{k: v[s] / counts[k] for k, v in sums.items()}, "train_return": train_returns[s],
+                         "physics_errors": env.physics_errors[s], "env_steps_per_s": sps} for s in range(num_seeds)]
+                writer.write("train", step, wall, rows)
+                sums, counts, t_log, step_sps = {}, {}, time.time(), step
+            if step % eval_every == 0 or step == total_steps:
+                returns = evaluate(fns, state.agent, task=task, seeds=seeds, episodes=eval_episodes,
+                                   eval_index=num_evals)
+                num_evals += 1
+                last_eval = [_nanmean(r) for r in returns]
+                writer.write("eval", step, elapsed0 + time.time() - t0,
+                             [{"eval_return_mean": _nanmean(r), "eval_return_std": np.nanstd(r) if np.isfinite(r).any()
+                               else np.nan, "eval_episodes": np.isfinite(r).sum()} for r in returns])
+            if step % checkpoint_every == 0 or step == end or stop:
+                save(step)
+            if progress is not None:
+                progress(step, total_steps, {"eval": last_eval, "warmup": step < warmup_steps})
+            if stop:
+                break
+    writer.close()
+    ckpt.close()
+    return {"step": step, "last_eval": last_eval, "train_returns": [_nan_to_none(r) for r in train_returns],
+            "physics_errors": env.physics_errors.tolist(), "wall_time": elapsed0 + time.time() - t0}

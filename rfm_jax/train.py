@@ -1,0 +1,136 @@
+"""The device side of training: one ``TrainState`` pytree and the per-env-step functions.
+
+For every env step the host makes one call, ``jit(vmap(train_step))`` over S seeds, which
+
+    1. adds the E transitions of the previous env step to the replay buffer (invalid rows skipped),
+    2. runs ``updates_per_step`` agent updates on batches sampled from the buffer,
+    3. returns the next action of each of the E envs (Boltzmann-resampled policy particles).
+
+``warmup_step`` does 1 and returns uniform random actions instead (no update).  The host only
+steps MuJoCo.  Everything here acts on one seed; ``compile_seeds`` adds the seed axis.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from rfm_jax import replay
+from rfm_jax.agents.rfm import RFMAgent, RFMHyper, RFMState
+from rfm_jax.checks import check_positive_int, check_rank
+
+Array = jax.Array
+
+
+@struct.dataclass
+class TrainState:
+    agent: RFMState
+    replay: replay.ReplayState
+    key: Array  # PRNG key of this seed
+    env_steps: Array  # [] int32: env steps taken by each env of this seed
+
+
+class StepFns(NamedTuple):
+    """Single-seed functions (vmap them over seeds, or use ``compile_seeds``).
+
+    init(key, hyper) -> TrainState
+    warmup_step(state, transitions [E], valid [E], obs [E, O]) -> (state, actions [E, A], metrics)
+    train_step(state, transitions [E], valid [E], obs [E, O]) -> (state, actions [E, A], metrics)
+    eval_act(agent_state, key, obs [E, O]) -> actions [E, A] (argmax-Q over the policy particles)
+    """
+
+    init: callable
+    warmup_step: callable
+    train_step: callable
+    eval_act: callable
+
+
+def empty_transitions(num_envs: int, obs_dim: int, action_dim: int) -> replay.Transition:
+    """A zero batch of E transitions (the ``transitions`` argument of the very first step)."""
+    return replay.Transition(
+        obs=jnp.zeros((num_envs, obs_dim), jnp.float32),
+        action=jnp.zeros((num_envs, action_dim), jnp.float32),
+        reward=jnp.zeros((num_envs,), jnp.float32),
+        discount=jnp.zeros((num_envs,), jnp.float32),
+        next_obs=jnp.zeros((num_envs, obs_dim), jnp.float32),
+    )
+
+
+def make_step_fns(
+    agent: RFMAgent,
+    *,
+    obs_dim: int,
+    action_dim: int,
+    num_envs: int,
+    replay_capacity: int,
+    batch_size: int,
+    updates_per_step: int = 1,
+) -> StepFns:
+    """Wrap an agent into the per-env-step functions; all arguments are static."""
+    name = "make_step_fns"
+    for arg, value in (("obs_dim", obs_dim), ("action_dim", action_dim), ("num_envs", num_envs),
+                       ("replay_capacity", replay_capacity), ("batch_size", batch_size),
+                       ("updates_per_step", updates_per_step)):
+        check_positive_int(name, arg, value)
+    if batch_size > replay_capacity:
+        raise ValueError(f"{name}: `batch_size` ({batch_size}) exceeds `replay_capacity` ({replay_capacity}).")
+    if num_envs > replay_capacity:
+        raise ValueError(f"{name}: `num_envs` ({num_envs}) exceeds `replay_capacity` ({replay_capacity}).")
+
+    def init(key: Array, hyper: RFMHyper) -> TrainState:
+        key, key_agent = jax.random.split(key)
+        example = jax.tree.map(lambda x: x[0], empty_transitions(1, obs_dim, action_dim))
+        return TrainState(
+            agent=agent.init(key_agent, hyper),
+            replay=replay.init(replay_capacity, example),
+            key=key,
+            env_steps=jnp.zeros((), jnp.int32),
+        )
+
+    def _add(state: TrainState, transitions, valid, obs):
+        check_rank(name, "obs", obs, 2, "[E, O]")
+        check_rank(name, "valid", valid, 1, "[E]")
+        return state.replace(replay=replay.add(state.replay, transitions, valid))
+
+    def warmup_step(state: TrainState, transitions, valid, obs):
+        state = _add(state, transitions, valid, obs)
+        key, key_action = jax.random.split(state.key)
+        actions = jax.random.uniform(key_action, (obs.shape[0], action_dim), minval=-1.0, maxval=1.0)
+        return state.replace(key=key, env_steps=state.env_steps + 1), actions, {}
+
+    def train_step(state: TrainState, transitions, valid, obs):
+        state = _add(state, transitions, valid, obs)
+        key, key_updates, key_act = jax.random.split(state.key, 3)
+
+        def one_update(agent_state, key_update):
+            key_batch, key_agent = jax.random.split(key_update)
+            batch = replay.sample(state.replay, key_batch, batch_size)
+            return agent.update(agent_state, key_agent, batch)
+
+        agent_state, metrics = jax.lax.scan(one_update, state.agent, jax.random.split(key_updates, updates_per_step))
+        metrics = jax.tree.map(jnp.mean, metrics)
+        act_keys = jax.random.split(key_act, obs.shape[0])
+        actions = jax.vmap(agent.act, (None, 0, 0, None))(agent_state, act_keys, obs, False)
+        new_state = state.replace(agent=agent_state, key=key, env_steps=state.env_steps + 1)
+        return new_state, actions, metrics
+
+    def eval_act(agent_state: RFMState, key: Array, obs: Array) -> Array:
+        check_rank("eval_act", "obs", obs, 2, "[E, O]")
+        keys = jax.random.split(key, obs.shape[0])
+        return jax.vmap(agent.act, (None, 0, 0, None))(agent_state, keys, obs, True)
+
+    return StepFns(init=init, warmup_step=warmup_step, train_step=train_step, eval_act=eval_act)
+
+
+def compile_seeds(fns: StepFns) -> StepFns:
+    """``jit(vmap(...))`` over a leading seed axis; the training state is donated (no copy of the
+    replay buffer per step).  ``init`` takes keys [S] and a hyper pytree shared by all seeds."""
+    return StepFns(
+        init=jax.jit(jax.vmap(fns.init, (0, None))),
+        warmup_step=jax.jit(jax.vmap(fns.warmup_step), donate_argnums=0),
+        train_step=jax.jit(jax.vmap(fns.train_step), donate_argnums=0),
+        eval_act=jax.jit(jax.vmap(fns.eval_act)),
+    )

@@ -1,0 +1,128 @@
+"""End to end: experiments/run.py with the smoke preset writes every output, resumes exactly, and
+rejects bad configs before compiling anything."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RUN = os.path.join(ROOT, "experiments", "run.py")
+CONFIG = "--config=" + os.path.join(ROOT, "experiments", "configs", "rfm.py") + ":smoke"
+VOLATILE = ("wall_time", "env_steps_per_s")  # timing, not results
+
+
+def _run(workdir, *flags, check=True):
+    cmd = [sys.executable, RUN, CONFIG, f"--workdir={workdir}", "--progress=false", *flags]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "MUJOCO_GL": "disable"})
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def _rows(workdir, kind, seed):
+    with open(os.path.join(workdir, "metrics", f"{kind}_seed{seed}.jsonl")) as f:
+        return [{k: v for k, v in json.loads(line).items() if k not in VOLATILE} for line in f]
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("full")
+    # Leftovers of a run killed before its first checkpoint: they must not leak into this run.
+    (workdir / "checkpoints").mkdir()
+    (workdir / "metrics").mkdir()
+    (workdir / "metrics" / "train_seed0.jsonl").write_text('{"step": 999, "wall_time": 1.0}\n')
+    _run(str(workdir))
+    return str(workdir)
+
+
+def test_smoke_run_writes_every_output(full_run):
+    config = json.load(open(os.path.join(full_run, "config.json")))
+    assert config["task"] == "cartpole-swingup" and config["num_seeds"] == 2
+    for seed in (0, 1):
+        train, evals = _rows(full_run, "train", seed), _rows(full_run, "eval", seed)
+        assert [r["step"] for r in train] == list(range(50, 301, 50))
+        assert [r["step"] for r in evals] == [150, 300]
+        assert all(r["eval_return_mean"] is not None and r["eval_return_std"] is not None for r in evals)
+        last = train[-1]
+        for key in ("critic_loss", "actor_loss", "ess_mean", "coef_abs_mean", "q_mean", "physics_errors"):
+            assert last[key] is not None, key
+        events = os.listdir(os.path.join(full_run, "tb", f"seed_{seed}"))
+        assert any(f.startswith("events.out.tfevents") for f in events)
+    steps = sorted(int(d) for d in os.listdir(os.path.join(full_run, "checkpoints")) if d.isdigit())
+    assert steps[-1] == 300
+    assert {"state", "host", "meta"} <= set(os.listdir(os.path.join(full_run, "checkpoints", "300")))
+    summary = json.load(open(os.path.join(full_run, "summary.json")))
+    assert summary["step"] == 300 and len(summary["last_eval"]) == 2
+
+
+def test_stop_and_resume_gives_identical_metrics(full_run, tmp_path):
+    workdir = str(tmp_path / "resumed")
+    _run(workdir, "--stop_after=120")  # stops mid-episode, after warm-up, between checkpoints
+    assert max(r["step"] for r in _rows(workdir, "train", 0)) == 100
+    _run(workdir, "--resume")
+    for seed in (0, 1):
+        for kind in ("train", "eval"):
+            assert _rows(workdir, kind, seed) == _rows(full_run, kind, seed), (kind, seed)
+
+
+def test_existing_workdir_needs_resume_and_resume_needs_a_run(full_run, tmp_path):
+    proc = _run(full_run, check=False)
+    assert proc.returncode != 0 and "--resume" in proc.stderr
+    proc = _run(str(tmp_path / "empty"), "--resume", check=False)
+    assert proc.returncode != 0 and "no checkpoints" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "flag, field",
+    [
+        ("--config.task=cheetah-sprint", "config.task"),
+        ("--config.agent.num_posterior_particles=0", "config.agent.num_posterior_particles"),
+        ("--config.batch_size=5000", "config.batch_size"),
+        ("--config.hyper.temperature=0.0", "config.hyper.temperature"),
+    ],
+)
+def test_invalid_config_fails_before_compiling(tmp_path, flag, field):
+    proc = _run(str(tmp_path / "bad"), flag, check=False)
+    assert proc.returncode != 0 and field in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and not os.path.exists(tmp_path / "bad")
+
+
+def test_plot_curves_writes_png_and_returns(full_run, tmp_path):
+    script = os.path.join(ROOT, "experiments", "plot_curves.py")
+    proc = subprocess.run([sys.executable, script, "--workdir", full_run, "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.load(open(tmp_path / "returns.json"))
+    assert summary["steps"] == [150, 300] and len(summary["final_per_seed"]) == 2
+    lo, hi = summary["final_ci95"]
+    assert lo <= summary["final_mean"] <= hi
+    assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_sigterm_saves_a_checkpoint_and_the_run_resumes(tmp_path):
+    import signal
+    import time
+
+    workdir = tmp_path / "killed"
+    long_run = ["--config.total_steps=100000", "--config.checkpoint_every=100000", "--config.eval_every=100000"]
+    cmd = [sys.executable, RUN, CONFIG, f"--workdir={workdir}", "--progress=false", *long_run]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "MUJOCO_GL": "disable"})
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        path = workdir / "metrics" / "train_seed0.jsonl"
+        if path.exists() and any('"step": 150,' in line for line in path.read_text().splitlines()):
+            break
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    steps = [int(d) for d in os.listdir(workdir / "checkpoints") if d.isdigit()]
+    assert len(steps) == 1 and steps[0] >= 150, steps  # saved at the signal, not at a periodic step
+    _run(str(workdir), "--resume", f"--stop_after={steps[0] + 60}", *long_run)
+    rows = _rows(str(workdir), "train", 1)
+    assert [r["step"] for r in rows] == list(range(50, steps[0] + 61, 50))  # no gap, no duplicate
+    assert rows[-1]["critic_loss"] is not None
