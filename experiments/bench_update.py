@@ -45,6 +45,7 @@ def agent_kwargs(config, **overrides) -> dict:
     kwargs = dict(config.agent)
     kwargs["critic_hidden"] = tuple(kwargs["critic_hidden"])
     kwargs["particle_batch"] = kwargs["particle_batch"] or None
+    kwargs["sample_chunk"] = kwargs["sample_chunk"] or None
     kwargs.update(overrides)
     return kwargs
 

@@ -55,6 +55,7 @@ def validate(config) -> list[str]:
     for name in ("num_policy_particles", "num_ode_steps", "actor_width", "actor_blocks", "num_critics"):
         _positive(errors, f"agent.{name}", a[name])
     _positive(errors, "agent.particle_batch", a.particle_batch, 0)
+    _positive(errors, "agent.sample_chunk", a.sample_chunk, 0)
     for name, value, allowed in (("policy", a.policy, POLICIES), ("proposal", a.proposal, PROPOSALS),
                                  ("diffusion_schedule", a.diffusion_schedule, DIFFUSION_SCHEDULES),
                                  ("control_variate", a.control_variate, CONTROL_VARIATES),
@@ -150,6 +151,7 @@ def main(argv):
     agent_kwargs = dict(config.agent)
     agent_kwargs["critic_hidden"] = tuple(agent_kwargs["critic_hidden"])
     agent_kwargs["particle_batch"] = agent_kwargs["particle_batch"] or None
+    agent_kwargs["sample_chunk"] = agent_kwargs["sample_chunk"] or None
     seeds = [config.seed + i for i in range(config.num_seeds)]
     start = _latest_checkpoint(workdir) if FLAGS.resume else 0
     progress = Progress(start, config.total_steps) if FLAGS.progress else None

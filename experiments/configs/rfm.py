@@ -46,6 +46,7 @@ def reference(task: str = "cheetah-run") -> config_dict.ConfigDict:
     c.agent.critic_lr = 1e-3  # Adam learning rate of the critics
     c.agent.grad_clip = 10.0  # global gradient-norm clip (actor and critic)
     c.agent.particle_batch = 0  # evaluate posterior particles in lax.map chunks of this size; 0: one vmap
+    c.agent.sample_chunk = 64  # states per lax.map chunk when sampling policy particles in the update; 0: one vmap
 
     c.hyper = config_dict.ConfigDict()
     c.hyper.temperature = 0.02  # lambda of the Boltzmann target exp(Q / lambda)
@@ -63,7 +64,7 @@ CPU = {
     "num_seeds": 3, "total_steps": 40_000, "warmup_steps": 5_000, "batch_size": 128, "replay_capacity": 50_000,
     "eval_every": 5_000, "eval_episodes": 5, "checkpoint_every": 5_000,
     "agent.num_posterior_particles": 16, "agent.num_policy_particles": 8, "agent.num_ode_steps": 5,
-    "agent.actor_width": 64, "agent.critic_hidden": (64, 64),
+    "agent.actor_width": 64, "agent.critic_hidden": (64, 64), "agent.sample_chunk": 0,
 }
 SMOKE = {
     **CPU, "num_seeds": 2, "total_steps": 300, "warmup_steps": 100, "batch_size": 16, "replay_capacity": 1_000,
