@@ -156,13 +156,13 @@ def train(
         while step < end:
             step_fn = fns.warmup_step if step < warmup_steps else fns.train_step
             state, actions, metrics = step_fn(state, pending, valid, jnp.asarray(obs))
-            actions = np.asarray(actions)
+            actions, metrics = jax.device_get((actions, metrics))  # one transfer per step
             result = env.step(actions)
             pending = replay.Transition(obs, actions, result.reward, result.discount, result.next_obs)
             valid, obs = result.valid, result.obs
             finished = ~np.all(np.isnan(result.episode_return), axis=1)
             train_returns[finished] = [_nanmean(r) for r in result.episode_return[finished]]
-            for k, v in jax.device_get(metrics).items():  # empty during warm-up
+            for k, v in metrics.items():  # empty during warm-up
                 sums[k] = sums.get(k, 0.0) + np.asarray(v, np.float64)
                 counts[k] = counts.get(k, 0) + 1
             step += 1
