@@ -1,59 +1,66 @@
-"""Speed of the fused training step: ms per env step and env steps/s for 1, 2, 4, 8 vmapped seeds.
+"""Speed of the fused training step at fixed numerics: ms per env step, env steps/s, GMAC per
+update and achieved GMAC/s, compile time, and where the time goes.
 
-    python experiments/bench_update.py                          # reference config and cpu preset
-    python experiments/bench_update.py --presets cpu --seeds 1,2 --out runs/bench
+    python experiments/bench_update.py                                  # lite and reference, 1 seed
+    python experiments/bench_update.py --numerics reference --seeds 1   # one row (for alternation)
+    python experiments/bench_update.py --numerics reference --seeds 1,8,32 --no_breakdown
 
-For each preset and seed count S it compiles ``jit(vmap(train_step))`` once (compile time is
-reported separately), then times steady-state calls exactly as the training loop makes them (one
-call per env step, blocking on the returned actions).  The host time of stepping S x E dm_control
-envs is timed on its own.  Env steps/s counts all seeds: S * E / (device time + host env time).
+Numerics (cheetah-run shapes: O = 17, A = 6; batch 256; 256-wide actor and critics):
+  lite       16 posterior particles, 4 / 4 / 8 policy particles (train / data / eval), 5 Euler steps
+  reference  100 posterior particles, 32 / 32 / 32 policy particles, 10 Euler steps (docs/method.md s. 7)
+  cpu        the ``cpu`` preset of experiments/configs/rfm.py on cartpole-swingup
 
-Where the time goes (S = 1, ablations of the same update):
-  sampling   = full update - update with 1 policy particle and 1 ODE step
-  posterior  = full update - update with 2 posterior particles
-  rest       = critic TD update, actor regression, optimisers, replay sampling
-Writes <out>/bench.json.
+One env step is one call of ``jit(vmap(train_step))`` over S seeds exactly as the training loop
+makes it: add the last transitions, sample a batch, one update, and the next training action of
+every seed (blocking on the actions).  Compile time is separate.  ``--breakdown`` (default on)
+times ablations of the same step at S = 1:
+  sampling   = full - the step with 1 train particle and 1 ODE step
+  posterior  = full - the step with 2 posterior particles
+  rest       = what remains (critic TD step, actor regression, optimisers, replay, acting)
+The host time of stepping dm_control is timed on its own (not part of ms_per_env_step).
+Writes <out>/bench_<numerics>.json; the last line printed is one JSON object (the first row).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import time
 
-import jax
-import jax.numpy as jnp
-import numpy as np
+from rfm_jax.runtime import configure_xla_cpu
 
-from rfm_jax import envs
-from rfm_jax.agents.rfm import RFMHyper, make_rfm
-from rfm_jax.train import compile_seeds, empty_transitions, make_step_fns
+configure_xla_cpu()  # before jax starts its backend; RFM_JAX_XLA_DEFAULTS=0 times XLA's defaults
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from configs import rfm as rfm_configs  # noqa: E402
+
+from rfm_jax import envs  # noqa: E402
+from rfm_jax.agents.rfm import RFMHyper, make_rfm  # noqa: E402
+from rfm_jax.cost import update_macs  # noqa: E402
+from rfm_jax.train import compile_seeds, empty_transitions, make_step_fns  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+NUMERICS = {
+    "lite": dict(num_posterior_particles=16, num_train_particles=4, num_data_particles=4, num_eval_particles=8,
+                 num_ode_steps=5),
+    "reference": dict(num_posterior_particles=100, num_train_particles=32, num_data_particles=32,
+                      num_eval_particles=32, num_ode_steps=10),
+}
 
 
-def load_config(preset: str):
-    spec = importlib.util.spec_from_file_location("rfm_configs", os.path.join(HERE, "configs", "rfm.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(preset)
+def setting(numerics: str):
+    """(config, agent keyword arguments) of a numerics name."""
+    config = rfm_configs.get_config("cpu" if numerics == "cpu" else "cheetah-run")
+    return config, {**rfm_configs.agent_kwargs(config), **NUMERICS.get(numerics, {})}
 
 
-def agent_kwargs(config, **overrides) -> dict:
-    kwargs = dict(config.agent)
-    kwargs["critic_hidden"] = tuple(kwargs["critic_hidden"])
-    kwargs["particle_batch"] = kwargs["particle_batch"] or None
-    kwargs["sample_chunk"] = kwargs["sample_chunk"] or None
-    kwargs.update(overrides)
-    return kwargs
-
-
-def time_train_step(config, num_seeds: int, min_time: float, **overrides) -> dict:
+def time_train_step(config, kwargs: dict, num_seeds: int, min_time: float) -> dict:
     """Compile time and steady-state ms per call of the seed-vmapped train_step."""
     spec = envs.spec(config.task)
-    agent = make_rfm(obs_dim=spec.obs_dim, action_dim=spec.action_dim, **agent_kwargs(config, **overrides))
+    agent = make_rfm(obs_dim=spec.obs_dim, action_dim=spec.action_dim, **kwargs)
     fns = compile_seeds(make_step_fns(agent, obs_dim=spec.obs_dim, action_dim=spec.action_dim,
                                       num_envs=config.num_envs, replay_capacity=config.replay_capacity,
                                       batch_size=config.batch_size, updates_per_step=config.updates_per_step))
@@ -70,68 +77,89 @@ def time_train_step(config, num_seeds: int, min_time: float, **overrides) -> dic
     t0 = time.perf_counter()
     compiled = fns.train_step.lower(state, trans, valid, obs).compile()
     compile_s = time.perf_counter() - t0
-    state, actions, _ = compiled(state, trans, valid, obs)
-    np.asarray(actions)
+    for _ in range(2):
+        state, actions, _ = compiled(state, trans, valid, obs)
+        np.asarray(actions)
     times = []
     while sum(times) < min_time or len(times) < 3:
         t0 = time.perf_counter()
         state, actions, _ = compiled(state, trans, valid, obs)
         np.asarray(actions)  # the loop blocks on the actions every step
         times.append(time.perf_counter() - t0)
-    return {"compile_s": compile_s, "ms_per_step": 1e3 * float(np.median(times)), "timed_calls": len(times)}
+    return {"compile_s": compile_s, "ms_per_call": 1e3 * float(np.median(times)), "timed_calls": len(times)}
 
 
-def time_host_env(task: str, num_seeds: int, num_envs: int, steps: int = 300) -> float:
-    """Milliseconds to step S x E dm_control envs once (random actions)."""
-    env = envs.BatchedEnv(task, list(range(num_seeds)), num_envs)
+def time_host_env(task: str, num_seeds: int, steps: int = 300) -> float:
+    """Milliseconds to step S dm_control envs once (random actions)."""
+    env = envs.BatchedEnv(task, list(range(num_seeds)), 1)
     env.reset()
-    rng = np.random.default_rng(0)
-    actions = rng.uniform(-1, 1, (steps, num_seeds, num_envs, env.action_dim))
+    actions = np.random.default_rng(0).uniform(-1, 1, (steps, num_seeds, 1, env.action_dim))
     t0 = time.perf_counter()
     for a in actions:
         env.step(a)
     return 1e3 * (time.perf_counter() - t0) / steps
 
 
+def bench(numerics: str, seeds: list[int], min_time: float, breakdown: bool) -> list[dict]:
+    config, kwargs = setting(numerics)
+    spec = envs.spec(config.task)
+    macs = update_macs(obs_dim=spec.obs_dim, action_dim=spec.action_dim, batch_size=config.batch_size, **kwargs)
+    gmac = (macs["total"] + macs["act"]) / 1e9
+    print(f"== {numerics}: {config.task}, batch {config.batch_size}, {kwargs['num_posterior_particles']} posterior / "
+          f"{kwargs['num_train_particles']}/{kwargs['num_data_particles']}/{kwargs['num_eval_particles']} policy "
+          f"particles, {kwargs['num_ode_steps']} ODE steps, {gmac:.2f} GMAC per update + action, "
+          f"backend {jax.default_backend()}", flush=True)
+    rows = []
+    for num_seeds in seeds:
+        r = time_train_step(config, kwargs, num_seeds, min_time)
+        ms = r["ms_per_call"]
+        row = {"numerics": numerics, "task": config.task, "seeds": num_seeds, "ms_per_env_step": ms,
+               "ms_per_seed_step": ms / num_seeds, "env_steps_per_s": 1e3 * num_seeds / ms,
+               "gmac_per_update": gmac, "gmac_per_s": gmac * num_seeds / (ms / 1e3),
+               "compile_s": r["compile_s"], "timed_calls": r["timed_calls"],
+               "host_env_ms": time_host_env(config.task, num_seeds)}
+        rows.append(row)
+        print(f"  S={num_seeds}: {ms:.1f} ms per env step ({row['env_steps_per_s']:.2f} env steps/s), "
+              f"{row['gmac_per_s']:.1f} GMAC/s, compile {r['compile_s']:.1f} s, host env "
+              f"{row['host_env_ms']:.2f} ms", flush=True)
+    if breakdown:
+        full = time_train_step(config, kwargs, 1, min_time)["ms_per_call"]
+        ablate = lambda **o: time_train_step(config, {**kwargs, **o}, 1, min_time)["ms_per_call"]  # noqa: E731
+        no_sampling = ablate(num_train_particles=1, num_ode_steps=1)
+        min_posterior = ablate(num_posterior_particles=2)
+        split = {"full_ms": full, "sampling_ms": full - no_sampling, "posterior_ms": full - min_posterior,
+                 "rest_ms": no_sampling + min_posterior - full,
+                 "gmac": {k: v / 1e9 for k, v in macs.items()}}
+        rows[0]["breakdown"] = split
+        print("  where the time goes (S=1): " + ", ".join(f"{k} {v:.1f}" for k, v in split.items() if k != "gmac")
+              + "; GMAC " + ", ".join(f"{k} {v:.2f}" for k, v in split["gmac"].items()), flush=True)
+    return rows
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--presets", default="reference,cpu", help="comma-separated: reference (cheetah-run), cpu")
-    parser.add_argument("--seeds", default="1,2,4,8", help="comma-separated seed counts")
-    parser.add_argument("--min_time", type=float, default=3.0, help="seconds of timed calls per setting")
+    parser.add_argument("--numerics", default="lite,reference", help="comma-separated: lite, reference, cpu")
+    parser.add_argument("--seeds", default="1", help="comma-separated seed counts, e.g. 1,8,32")
+    parser.add_argument("--min_time", type=float, default=10.0, help="seconds of timed calls per setting")
+    parser.add_argument("--breakdown", action=argparse.BooleanOptionalAction, default=True,
+                        help="time the ablations that split the step (three more compilations)")
     parser.add_argument("--out", default=os.path.join(HERE, "results", "bench_update"))
     args = parser.parse_args()
-    results = {"device": jax.devices()[0].device_kind, "cpu_count": os.cpu_count(), "jax": jax.__version__, "runs": []}
-    for preset in args.presets.split(","):
-        config = load_config(preset)
-        print(f"== {preset}: {config.task}, batch {config.batch_size}, "
-              f"{config.agent.num_posterior_particles} posterior / {config.agent.num_policy_particles} policy "
-              f"particles, {config.agent.num_ode_steps} ODE steps", flush=True)
-        for num_seeds in [int(s) for s in args.seeds.split(",")]:
-            r = time_train_step(config, num_seeds, args.min_time)
-            env_ms = time_host_env(config.task, num_seeds, config.num_envs)
-            total = r["ms_per_step"] + env_ms
-            row = {"preset": preset, "task": config.task, "seeds": num_seeds, **r, "host_env_ms": env_ms,
-                   "ms_per_seed_step": total / num_seeds,
-                   "env_steps_per_s": 1e3 * num_seeds * config.num_envs / total}
-            results["runs"].append(row)
-            print(f"  S={num_seeds}: compile {r['compile_s']:.1f} s, step {r['ms_per_step']:.1f} ms "
-                  f"+ host env {env_ms:.2f} ms -> {row['ms_per_seed_step']:.1f} ms per seed-step, "
-                  f"{row['env_steps_per_s']:.1f} env steps/s", flush=True)
-        full = next(r for r in results["runs"] if r["preset"] == preset and r["seeds"] == 1)["ms_per_step"] \
-            if "1" in args.seeds.split(",") else time_train_step(config, 1, args.min_time)["ms_per_step"]
-        no_sampling = time_train_step(config, 1, args.min_time, num_policy_particles=1, num_ode_steps=1)["ms_per_step"]
-        min_posterior = time_train_step(config, 1, args.min_time, num_posterior_particles=2)["ms_per_step"]
-        env_ms = time_host_env(config.task, 1, config.num_envs)
-        split = {"preset": preset, "full_ms": full, "sampling_ms": full - no_sampling,
-                 "posterior_ms": full - min_posterior, "rest_ms": no_sampling + min_posterior - full,
-                 "host_env_ms": env_ms}
-        results.setdefault("breakdown", []).append(split)
-        print("  where the time goes (S=1): " + ", ".join(f"{k} {v:.1f}" for k, v in split.items() if k != "preset"),
-              flush=True)
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "bench.json"), "w") as f:
-        json.dump(results, f, indent=2)
-    print(f"wrote {os.path.join(args.out, 'bench.json')}")
+    header = {"device": jax.devices()[0].device_kind, "backend": jax.default_backend(),
+              "xla_flags": os.environ.get("XLA_FLAGS", ""),
+              "cpu_count": os.cpu_count(), "jax": jax.__version__}
+    first = None
+    for numerics in args.numerics.split(","):
+        if numerics not in (*NUMERICS, "cpu"):
+            parser.error(f"--numerics: unknown {numerics!r}; choose from lite, reference, cpu")
+        rows = bench(numerics, [int(s) for s in args.seeds.split(",")], args.min_time, args.breakdown)
+        os.makedirs(args.out, exist_ok=True)
+        path = os.path.join(args.out, f"bench_{numerics}.json")
+        with open(path, "w") as f:
+            json.dump({**header, "rows": rows}, f, indent=2)
+        print(f"wrote {path}", flush=True)
+        first = first or {**header, **{k: v for k, v in rows[0].items() if k != "breakdown"}}
+    print(json.dumps(first), flush=True)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ What is measured
 ----------------
 ``rfm_jax.estimators.posterior_mean`` estimates the noise posterior mean mu0(x_t) = E[X0 | X_t = x_t]
 by self-normalised importance sampling (SNIS) with N particles x0 ~ N(0, I), optionally corrected by
-a Langevin-Stein control variate (method.md sections 3-4). The modes compared:
+a Langevin-Stein control variate (docs/method.md sections 3-4). The modes compared:
 
     none                plain SNIS, Lam = 0 (= eta 0, the QNE / MaxEntDP estimator)
     eta1                Lam = I (eta = 1, the DQS / iDEM gradient-expectation estimator)
@@ -29,7 +29,7 @@ Two sweeps: N over ``particles`` at t = ``t_fixed``, and t over ``times`` at N =
 Targets and ground truth (p1 is given by an unnormalised log-density of one point)
 -----------------------------------------------------------------------------------
 1. ``gaussian``: N(m, S) in A = 4 dimensions, S with eigenvalues (0.05, 0.2, 0.8, 2) in a random
-   rotation (non-diagonal). x1 is sampled exactly; mu0 is the closed form of method.md section 6,
+   rotation (non-diagonal). x1 is sampled exactly; mu0 is the closed form of docs/method.md section 6,
    mu0(x) = beta (alpha^2 S + beta^2 I)^{-1} (x - alpha m).
 2. ``mixture``: a 2-D mixture of 6 anisotropic Gaussians on a ring of radius 2.5. x1 is sampled
    exactly; mu0 by quadrature of q(x0 | x_t) ∝ N(x0; 0, I) p1((x_t - beta x0) / alpha), a float64
@@ -222,7 +222,7 @@ def make_gaussian_target(key: Array, num_points: int) -> Target:
         log_prob_fn=gaussian_log_prob(mean, cov),
         x1=jnp.asarray(mean + z @ np.linalg.cholesky(cov).T, jnp.float32),
         params=(mean, cov),
-        info={"mean": mean, "cov": cov, "truth": "closed form (method.md section 6)"},
+        info={"mean": mean, "cov": cov, "truth": "closed form (docs/method.md section 6)"},
     )
 
 

@@ -2,7 +2,7 @@
 
 A flow v_theta(x, t) on the linear path x_t = t x1 + (1 - t) x0, x0 ~ N(0, I), learns to sample
 p(x) ∝ exp(-E(x)) from the energy alone, never seeing a sample of p. Each step mirrors the actor
-update of method.md section 7 with the critic replaced by the exact energy:
+update of docs/method.md section 7 with the critic replaced by the exact energy:
 
   1. endpoints: B samples x1 of the CURRENT flow (stop-gradient). ``--resample K > 1`` draws each
      endpoint from softmax(-E) over K flow samples (the reference's Boltzmann resampling); the

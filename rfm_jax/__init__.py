@@ -1,6 +1,6 @@
 """rfm_jax: Reverse Flow Matching for online RL with flow and diffusion policies, in JAX."""
 
-from rfm_jax import agents, estimators, losses, networks, replay, schedules, train
+from rfm_jax import agents, cost, estimators, losses, networks, replay, schedules, train
 from rfm_jax.estimators import (
     PosteriorEstimate,
     Source,
@@ -16,6 +16,7 @@ __version__ = "0.1.0"
 __all__ = [
     "PosteriorEstimate",
     "agents",
+    "cost",
     "networks",
     "replay",
     "train",

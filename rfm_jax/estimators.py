@@ -1,5 +1,5 @@
 """Posterior means E[X0 | x_t], E[X1 | x_t] by self-normalised importance sampling (SNIS) with
-Langevin-Stein control variates (method.md sections 3-5).
+Langevin-Stein control variates (docs/method.md sections 3-5).
 
 Given x_t = alpha x1 + beta x0 and particles x0^i ~ p0 (the proposal),
 
@@ -207,7 +207,7 @@ def log_one_minus_tanh_sq(u: Array) -> Array:
 
 
 def tanh_boltzmann_log_prob(q_fn: Callable[[Array], Array], temperature) -> Callable[[Array], Array]:
-    """Latent log target of a tanh-squashed Boltzmann policy (method.md section 5):
+    """Latent log target of a tanh-squashed Boltzmann policy (docs/method.md section 5):
 
         log p1(u) = Q(tanh u) / temperature + sum_j log(1 - tanh(u_j)^2)
 

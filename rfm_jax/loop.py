@@ -36,9 +36,17 @@ def _nan_to_none(x):
     return None if x is None or np.isnan(x) else float(x)
 
 
-def evaluate(fns: StepFns, agent_state, *, task: str, seeds, episodes: int, eval_index: int) -> np.ndarray:
-    """Returns [S, episodes] of greedy (argmax-Q) episodes on fresh envs seeded by ``eval_index``
-    (NaN for an episode whose physics diverged)."""
+EVAL_MODES = ("fixed", "fresh")
+
+
+def evaluate(fns: StepFns, agent_state, *, task: str, seeds, episodes: int, eval_index: int,
+             mode: str = "fixed") -> np.ndarray:
+    """Returns [S, episodes] of greedy (argmax-Q) episodes (NaN for an episode whose physics
+    diverged).  ``mode="fixed"`` starts every evaluation from the same initial states and policy
+    noise (the reference protocol); ``"fresh"`` draws new ones from ``eval_index``."""
+    if mode not in EVAL_MODES:
+        raise ValueError(f"evaluate: `mode` must be one of {EVAL_MODES}, got {mode!r}.")
+    eval_index = 0 if mode == "fixed" else eval_index
     env = envs.BatchedEnv(task, seeds, episodes, stream=1 + eval_index)
     length = envs.spec(task).episode_length
     obs = env.reset()
@@ -92,6 +100,7 @@ def train(
     updates_per_step: int = 1,
     eval_every: int,
     eval_episodes: int,
+    eval_mode: str = "fixed",
     log_every: int,
     checkpoint_every: int,
     resume: bool = False,
@@ -105,6 +114,8 @@ def train(
     and overwrites its metrics.  A signal during an evaluation is handled after the evaluation.
     ``progress(step, total, info)`` is called every step with a dict of display values (or None).
     """
+    if eval_mode not in EVAL_MODES:
+        raise ValueError(f"train: `eval_mode` must be one of {EVAL_MODES}, got {eval_mode!r}.")
     seeds = [int(s) for s in seeds]
     spec = envs.spec(task)
     agent = make_rfm(obs_dim=spec.obs_dim, action_dim=spec.action_dim, **agent_kwargs)
@@ -151,7 +162,19 @@ def train(
                                       "log_sums": {k: v.tolist() for k, v in sums.items()}, "log_counts": counts,
                                       "num_evals": num_evals})
 
+    def run_eval(step):
+        nonlocal num_evals, last_eval
+        returns = evaluate(fns, state.agent, task=task, seeds=seeds, episodes=eval_episodes, eval_index=num_evals,
+                           mode=eval_mode)
+        num_evals += 1
+        last_eval = [_nanmean(r) for r in returns]
+        writer.write("eval", step, elapsed0 + time.time() - t0,
+                     [{"eval_return_mean": _nanmean(r), "eval_return_std": np.nanstd(r) if np.isfinite(r).any()
+                       else np.nan, "eval_episodes": np.isfinite(r).sum()} for r in returns])
+
     step = start
+    if start == 0:
+        run_eval(0)  # the initial policy, as the reference protocol does
     with _stop_on_signal() as stop:
         while step < end:
             step_fn = fns.warmup_step if step < warmup_steps else fns.train_step
@@ -174,13 +197,7 @@ def train(
                 writer.write("train", step, wall, rows)
                 sums, counts, t_log, step_sps = {}, {}, time.time(), step
             if step % eval_every == 0 or step == total_steps:
-                returns = evaluate(fns, state.agent, task=task, seeds=seeds, episodes=eval_episodes,
-                                   eval_index=num_evals)
-                num_evals += 1
-                last_eval = [_nanmean(r) for r in returns]
-                writer.write("eval", step, elapsed0 + time.time() - t0,
-                             [{"eval_return_mean": _nanmean(r), "eval_return_std": np.nanstd(r) if np.isfinite(r).any()
-                               else np.nan, "eval_episodes": np.isfinite(r).sum()} for r in returns])
+                run_eval(step)
             if step % checkpoint_every == 0 or step == end or stop:
                 save(step)
             if progress is not None:

@@ -1,16 +1,27 @@
 """Networks (flax linen): the flow / diffusion policy network, a critic ensemble and a
-tanh-Gaussian actor.  Each acts on one example; leading batch axes pass through ``Dense``.
+tanh-Gaussian actor.  Each acts on one example; leading batch axes broadcast numpy-style.
 
-VelocityNet (the reference architecture, method.md section 7): the input is
-[s, x_t, emb(t), emb(log lambda)] with sinusoidal embeddings; Dense(width), then ``num_blocks``
-residual blocks h <- h + Dense(GELU(Dense(LayerNorm(h)))), then Dense(A) of GELU(LayerNorm(h)).
-It outputs a velocity (flow policy) or an epsilon (diffusion policy); the agent decides which.
+VelocityNet, the reference actor (docs/method.md section 7.1), v(s, u_t, t, lambda) -> [A]:
 
-CriticEnsemble: K independent ReLU MLPs on [s, a] (params stacked on a leading axis by
-``nn.vmap``), output Q [K].
+    x   = [s (O), u_t (A), emb(t) (E), emb(lambda) (E)],   emb(x) = [sin(x f_k), cos(x f_k)],
+          f_k = exp(-k ln(1000) / (E/2 - 1)), k = 0 .. E/2 - 1   (raw t and raw lambda)
+    h   = GELU(W_in x + b_in)                                   W_in: [O + A + 2E, width]
+    h  <- h + GELU(W_j h + b_j)          j = 1 .. num_blocks    ("reference" block)
+    out = W_out h + b_out
 
-TanhGaussianActor: ReLU MLP -> (mean [A], log_std [A]) with log_std in [-5, 2]; see
-``tanh_gaussian_sample``.
+Every kernel is orthogonal(sqrt 2), every bias zero.  At O = 17, A = 6, E = 128, width 256 and two
+blocks this has 204,806 parameters.  ``block="prenorm"`` swaps in h <- h + W'GELU(W LN(h)) blocks
+and a GELU(LN(h)) before the head (no GELU after the input layer).
+
+W_in x is linear, so W_in x = W_u u_t + (W_s s + W_lam emb(lambda) + b_in) + W_t emb(t): the
+sampler computes ``condition`` (the bracket, [width]) once per state and W_t emb(t) once per ODE
+step, and only W_u u_t ([A] -> [width]) per particle.  ``__call__`` is the plain concatenation.
+
+CriticEnsemble: K independent MLPs [s, a] -> ReLU layers -> 1 (params stacked by ``nn.vmap``),
+orthogonal(sqrt 2) kernels; the first layer's state columns are applied to s alone, so particles
+at one state share them (exact algebra again).  Output Q [..., K].
+
+TanhGaussianActor: ReLU MLP -> (mean [A], log_std [A]) with log_std in [-5, 2].
 """
 
 from __future__ import annotations
@@ -24,14 +35,50 @@ import jax.numpy as jnp
 from rfm_jax.estimators import log_one_minus_tanh_sq
 
 Array = jax.Array
+BLOCKS = ("reference", "prenorm")
+
+
+def orthogonal(scale: float = 1.0):
+    """Orthogonal kernel initializer for [rows, cols] kernels, the same matrix as
+    ``nn.initializers.orthogonal(scale)`` for the same key (Q of the QR of a Gaussian matrix with
+    diag(R) > 0), computed by Gram-Schmidt with re-orthogonalisation instead of LAPACK: batched QR
+    on CPU (vmapped seeds, ``nn.vmap`` critics) intermittently deadlocked jaxlib 0.10's thread pool."""
+
+    def init(key, shape, dtype=jnp.float32):
+        if len(shape) != 2:
+            raise ValueError(f"orthogonal: expected a 2-D kernel shape, got {shape}.")
+        rows, cols = shape
+        tall = (max(rows, cols), min(rows, cols))
+        q = _orthonormal_columns(jax.random.normal(key, tall, jnp.float32))
+        return (scale * (q if rows >= cols else q.T)).astype(dtype)
+
+    return init
+
+
+def _orthonormal_columns(a: Array) -> Array:
+    """[m, n] (m >= n) -> the Q of a = QR with positive diag(R): classical Gram-Schmidt, twice."""
+    n = a.shape[1]
+
+    def body(j, q):
+        v, earlier = q[:, j], (jnp.arange(n) < j).astype(q.dtype)
+        for _ in range(2):
+            v = v - q @ (earlier * (q.T @ v))
+        return q.at[:, j].set(v / jnp.linalg.norm(v))
+
+    return jax.lax.fori_loop(0, n, body, a)
+
+
+ortho = orthogonal(2.0**0.5)
 
 
 def sinusoidal_embedding(x: Array, dim: int, max_period: float = 1000.0) -> Array:
-    """[...] -> [..., dim]: [sin(x f_k), cos(x f_k)] with f_k log-spaced in [1, max_period]."""
-    if dim % 2:
-        raise ValueError(f"sinusoidal_embedding: `dim` must be even, got {dim}.")
-    freqs = jnp.exp(jnp.linspace(0.0, jnp.log(max_period), dim // 2))
-    angles = jnp.asarray(x)[..., None] * freqs
+    """[...] -> [..., dim]: [sin(x f_k), cos(x f_k)], f_k = max_period^(-k / (dim/2 - 1)) (1 down to
+    1 / max_period)."""
+    if dim % 2 or dim < 4:
+        raise ValueError(f"sinusoidal_embedding: `dim` must be even and >= 4, got {dim}.")
+    half = dim // 2
+    freqs = jnp.exp(-jnp.log(max_period) / (half - 1) * jnp.arange(half))
+    angles = jnp.asarray(x, jnp.float32)[..., None] * freqs
     return jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
 
 
@@ -41,69 +88,102 @@ class MLP(nn.Module):
     hidden: Sequence[int]
     out: int
     activation: str = "relu"
+    kernel_init: callable = nn.initializers.lecun_normal()
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
         act = getattr(nn, self.activation)
         for width in self.hidden:
-            x = act(nn.Dense(width)(x))
-        return nn.Dense(self.out)(x)
-
-
-class ResidualBlock(nn.Module):
-    width: int
-
-    @nn.compact
-    def __call__(self, h: Array) -> Array:
-        y = nn.Dense(self.width)(nn.LayerNorm()(h))
-        return h + nn.Dense(self.width)(nn.gelu(y))
+            x = act(nn.Dense(width, kernel_init=self.kernel_init)(x))
+        return nn.Dense(self.out, kernel_init=self.kernel_init)(x)
 
 
 class VelocityNet(nn.Module):
-    """v(s [O], x_t [A], t [], temperature []) -> [A].  Leading axes broadcast numpy-style: e.g.
-    obs [B, 1, O] with x_t [B, M, A] and a scalar t evaluates M particles per state."""
+    """The reference actor (module docstring).  ``obs_dim`` fixes the input layer's row split."""
 
+    obs_dim: int
     action_dim: int
     width: int = 256
     num_blocks: int = 2
-    embed_dim: int = 32
+    embed_dim: int = 128
+    block: str = "reference"
+
+    def setup(self):
+        if self.block not in BLOCKS:
+            raise ValueError(f"VelocityNet: `block` must be one of {BLOCKS}, got {self.block!r}.")
+        rows = self.obs_dim + self.action_dim + 2 * self.embed_dim
+        self.kernel_in = self.param("kernel_in", ortho, (rows, self.width))
+        self.bias_in = self.param("bias_in", nn.initializers.zeros_init(), (self.width,))
+        self.hidden = [nn.Dense(self.width, kernel_init=ortho, name=f"block_{j}") for j in range(self.num_blocks)]
+        if self.block == "prenorm":
+            self.hidden_out = [nn.Dense(self.width, kernel_init=ortho, name=f"block_{j}_out")
+                               for j in range(self.num_blocks)]
+            self.norms = [nn.LayerNorm(name=f"norm_{j}") for j in range(self.num_blocks + 1)]
+        self.head = nn.Dense(self.action_dim, kernel_init=ortho, name="head")
+
+    def _rows(self):
+        """Row blocks of W_in: (state, action, time, temperature)."""
+        o, a, e = self.obs_dim, self.action_dim, self.embed_dim
+        k = self.kernel_in
+        return k[:o], k[o:o + a], k[o + a:o + a + e], k[o + a + e:]
+
+    def condition(self, obs: Array, temperature: Array) -> Array:
+        """W_s s + W_lam emb(lambda) + b_in: obs [..., O], temperature [...] -> [..., width]."""
+        w_s, _, _, w_lam = self._rows()
+        return obs @ w_s + sinusoidal_embedding(temperature, self.embed_dim) @ w_lam + self.bias_in
+
+    def from_condition(self, cond: Array, x_t: Array, t: Array) -> Array:
+        """v from ``condition``'s output: cond [..., width], x_t [..., A], t [...] -> [..., A]."""
+        _, w_u, w_t, _ = self._rows()
+        return self._trunk(x_t @ w_u + sinusoidal_embedding(t, self.embed_dim) @ w_t + cond)
+
+    def __call__(self, obs: Array, x_t: Array, t: Array, temperature: Array) -> Array:
+        """v(s, u_t, t, lambda) by the plain concatenation: obs [..., O], x_t [..., A], t and
+        temperature [...] (broadcast) -> [..., A]."""
+        shape = jnp.broadcast_shapes(obs.shape[:-1], x_t.shape[:-1], jnp.shape(t), jnp.shape(temperature))
+        x = jnp.concatenate([jnp.broadcast_to(obs, (*shape, self.obs_dim)),
+                             jnp.broadcast_to(x_t, (*shape, self.action_dim)),
+                             sinusoidal_embedding(jnp.broadcast_to(t, shape), self.embed_dim),
+                             sinusoidal_embedding(jnp.broadcast_to(temperature, shape), self.embed_dim)], axis=-1)
+        return self._trunk(x @ self.kernel_in + self.bias_in)
+
+    def _trunk(self, h: Array) -> Array:
+        if self.block == "reference":
+            h = nn.gelu(h)
+            for dense in self.hidden:
+                h = h + nn.gelu(dense(h))
+            return self.head(h)
+        for dense, dense_out, norm in zip(self.hidden, self.hidden_out, self.norms, strict=False):
+            h = h + dense_out(nn.gelu(dense(norm(h))))
+        return self.head(nn.gelu(self.norms[-1](h)))
+
+
+class Critic(nn.Module):
+    """Q(s [..., O], a [..., A]) -> [...]: ReLU MLP on [s, a] whose first layer is applied as
+    s W[:O] + a W[O:] (state columns shared by every action at that state)."""
+
+    hidden: Sequence[int]
 
     @nn.compact
-    def __call__(self, obs: Array, x_t: Array, t: Array, temperature: Array) -> Array:
-        # Dense on the concatenation, written as a sum of per-part projections so that the state and
-        # time terms are computed at their own (smaller) shapes and broadcast over particles.
-        t, log_temperature = jnp.broadcast_arrays(jnp.asarray(t, jnp.float32), jnp.log(temperature))
-        emb = jnp.concatenate(
-            [sinusoidal_embedding(t, self.embed_dim), sinusoidal_embedding(log_temperature, self.embed_dim, 10.0)],
-            axis=-1,
-        )
-        h = nn.Dense(self.width, name="in_action")(x_t)
-        h = h + nn.Dense(self.width, use_bias=False, name="in_obs")(obs)
-        h = h + nn.Dense(self.width, use_bias=False, name="in_time")(emb)
-        for _ in range(self.num_blocks):
-            h = ResidualBlock(self.width)(h)
-        return nn.Dense(self.action_dim)(nn.gelu(nn.LayerNorm()(h)))
+    def __call__(self, obs: Array, action: Array) -> Array:
+        obs_dim = obs.shape[-1]
+        kernel = self.param("kernel_in", ortho, (obs_dim + action.shape[-1], self.hidden[0]))
+        bias = self.param("bias_in", nn.initializers.zeros_init(), (self.hidden[0],))
+        h = nn.relu(obs @ kernel[:obs_dim] + bias + action @ kernel[obs_dim:])
+        return MLP(tuple(self.hidden[1:]), 1, kernel_init=ortho, name="rest")(h)[..., 0]
 
 
 class CriticEnsemble(nn.Module):
-    """Q(s [O], a [A]) -> [K] from K critics with independent parameters."""
+    """Q(s [..., O], a [..., A]) -> [..., K] from K critics with independent parameters."""
 
     num_critics: int = 2
     hidden: Sequence[int] = (256, 256)
 
     @nn.compact
     def __call__(self, obs: Array, action: Array) -> Array:
-        ensemble = nn.vmap(
-            MLP,
-            variable_axes={"params": 0},
-            split_rngs={"params": True},
-            in_axes=None,
-            out_axes=0,
-            axis_size=self.num_critics,
-        )
-        obs = jnp.broadcast_to(obs, (*action.shape[:-1], obs.shape[-1]))
-        q = ensemble(hidden=tuple(self.hidden), out=1)(jnp.concatenate([obs, action], axis=-1))
-        return jnp.moveaxis(q[..., 0], 0, -1)
+        ensemble = nn.vmap(Critic, variable_axes={"params": 0}, split_rngs={"params": True}, in_axes=None,
+                           out_axes=-1, axis_size=self.num_critics)
+        return ensemble(hidden=tuple(self.hidden))(obs, action)
 
 
 class TanhGaussianActor(nn.Module):
@@ -128,3 +208,8 @@ def tanh_gaussian_sample(key: Array, mean: Array, log_std: Array) -> tuple[Array
     u = mean + jnp.exp(log_std) * eps
     log_normal = -0.5 * eps**2 - log_std - 0.5 * jnp.log(2.0 * jnp.pi)
     return jnp.tanh(u), jnp.sum(log_normal - log_one_minus_tanh_sq(u), axis=-1)
+
+
+def param_count(params) -> int:
+    """Number of scalars in a parameter pytree."""
+    return sum(int(x.size) for x in jax.tree.leaves(params))

@@ -1,6 +1,6 @@
 """Probability paths x_t = alpha(t) x1 + beta(t) x0, conversions and fixed-step samplers.
 
-Convention (method.md section 2): t = 0 is the source (noise, x0 ~ p0), t = 1 is data (x1 ~ p1).
+Convention (docs/method.md section 2): t = 0 is the source (noise, x0 ~ p0), t = 1 is data (x1 ~ p1).
 
 | constructor             | alpha(t)              | beta(t)                     |
 |-------------------------|-----------------------|-----------------------------|

@@ -6,6 +6,9 @@ For every env step the host makes one call, ``jit(vmap(train_step))`` over S see
     2. runs ``updates_per_step`` agent updates on batches sampled from the buffer,
     3. returns the next action of each of the E envs (Boltzmann-resampled policy particles).
 
+The action of env step k is thus drawn with the parameters after the update that saw transitions
+up to k - 1: the same order as the reference's act -> step -> store -> update loop (docs/method.md
+section 7); acting before the update inside the call would act with parameters one update older.
 ``warmup_step`` does 1 and returns uniform random actions instead (no update).  The host only
 steps MuJoCo.  Everything here acts on one seed; ``compile_seeds`` adds the seed axis.
 """

@@ -1,4 +1,4 @@
-"""Closed-form Gaussian posterior (method.md section 6) shared by the tests.
+"""Closed-form Gaussian posterior (docs/method.md section 6) shared by the tests.
 
 p0 = N(0, I), p1 = N(m, S), x_t = alpha x1 + beta x0, M = alpha^2 S + beta^2 I:
     mu0 = beta M^{-1} (x_t - alpha m),  mu1 = m + alpha S M^{-1} (x_t - alpha m),

@@ -10,8 +10,8 @@ from rfm_jax.agents import RFMHyper, make_rfm
 from rfm_jax.replay import Transition
 
 OBS, ACT, BATCH = 4, 2, 32
-TINY = dict(num_posterior_particles=8, num_policy_particles=4, num_ode_steps=2, actor_width=32, actor_blocks=1,
-            critic_hidden=(32, 32))
+TINY = dict(num_posterior_particles=8, num_train_particles=4, num_data_particles=3, num_eval_particles=5,
+            num_ode_steps=2, actor_width=32, actor_blocks=1, actor_embed_dim=8, critic_hidden=(32, 32))
 
 
 def _batch(key, batch=BATCH):
@@ -67,6 +67,8 @@ def test_act_is_in_bounds_and_greedy_is_deterministic(policy):
         dict(control_variate="none"),
         dict(control_variate="fixed", coef_space="noise"),
         dict(policy="diffusion", particle_batch=4),
+        dict(actor_block="prenorm", sample_chunk=5),
+        dict(sample_chunk=None),
     ],
 )
 def test_every_mode_compiles_and_is_finite(options):
@@ -89,3 +91,34 @@ def test_bad_arguments_fail_with_named_field():
     state = agent.init(jax.random.PRNGKey(0), RFMHyper())
     with pytest.raises(ValueError, match=r"\[O\]"):
         agent.act(state, jax.random.PRNGKey(0), jnp.zeros((2, OBS)))
+
+
+def test_temperature_schedule_is_log_linear_and_constant_by_default():
+    from rfm_jax.agents.rfm import current_temperature
+
+    agent = make_rfm(obs_dim=OBS, action_dim=ACT, **TINY)
+    hyper = agent.init(jax.random.PRNGKey(0), RFMHyper(temperature=0.1, temperature_final=0.001,
+                                                       temperature_steps=100)).hyper
+    lam = [float(current_temperature(hyper, jnp.int32(n))) for n in (0, 50, 100, 500)]
+    np.testing.assert_allclose(lam, [0.1, 0.01, 0.001, 0.001], rtol=1e-5)
+    constant = agent.init(jax.random.PRNGKey(0), RFMHyper(temperature=0.05)).hyper
+    assert float(current_temperature(constant, jnp.int32(10**6))) == pytest.approx(0.05, rel=1e-6)
+
+
+def test_each_critic_has_its_own_gradient_clip_and_optimiser():
+    # With a tiny clip, a jointly clipped critic 0 would move differently when critic 1's gradient
+    # changes.  One train particle makes a' independent of the online critics, so critic 1 enters
+    # critic 0's update only through a shared clip.
+    agent = make_rfm(obs_dim=OBS, action_dim=ACT, grad_clip=1e-9, **{**TINY, "num_train_particles": 1})
+    state = agent.init(jax.random.PRNGKey(0), RFMHyper())
+    batch = _batch(jax.random.PRNGKey(1))
+    perturbed = state.replace(critic_params=jax.tree.map(lambda p: p.at[1].multiply(3.0), state.critic_params))
+    update = jax.jit(agent.update)
+    new, _ = update(state, jax.random.PRNGKey(2), batch)
+    new_perturbed, _ = update(perturbed, jax.random.PRNGKey(2), batch)
+    first = lambda s: jax.tree.leaves(jax.tree.map(lambda p: p[0], s.critic_params))  # noqa: E731
+    second = lambda s: jax.tree.leaves(jax.tree.map(lambda p: p[1], s.critic_params))  # noqa: E731
+    for a, b in zip(first(new), first(new_perturbed), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    moved = [float(jnp.abs(a - b).max()) for a, b in zip(second(new), second(state), strict=True)]
+    assert max(moved) > 0  # and it can fail: critic 1 itself did move

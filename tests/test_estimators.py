@@ -201,7 +201,7 @@ def test_noise_and_data_space_coefficients_agree(mode, t):
 
 
 def _reference_optimal_coef(key, log_prob_fn, x_t, t, schedule, n, ridge, space, isotropic):
-    """The plug-in coefficient written directly from method.md section 4, in float64 NumPy:
+    """The plug-in coefficient written directly from docs/method.md section 4, in float64 NumPy:
     C = -sum_i w_i^2 (f_i - f_bar)(g_i - g_bar) / (sum_i w_i^2 (g_i - g_bar)^2 + ridge), with
     (f, g) = (x0, s0) in noise space and (x1, s1 = -(alpha/beta) s0) in data space."""
     alpha, beta = float(schedule.alpha(t)), float(schedule.beta(t))

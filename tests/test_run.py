@@ -46,7 +46,7 @@ def test_smoke_run_writes_every_output(full_run):
     for seed in (0, 1):
         train, evals = _rows(full_run, "train", seed), _rows(full_run, "eval", seed)
         assert [r["step"] for r in train] == list(range(50, 301, 50))
-        assert [r["step"] for r in evals] == [150, 300]
+        assert [r["step"] for r in evals] == [0, 150, 300]
         assert all(r["eval_return_mean"] is not None and r["eval_return_std"] is not None for r in evals)
         last = train[-1]
         for key in ("critic_loss", "actor_loss", "ess_mean", "coef_abs_mean", "q_mean", "physics_errors"):
@@ -99,6 +99,9 @@ def test_existing_workdir_needs_resume_and_resume_needs_a_run(full_run, tmp_path
         ("--config.agent.num_posterior_particles=0", "config.agent.num_posterior_particles"),
         ("--config.batch_size=5000", "config.batch_size"),
         ("--config.hyper.temperature=0.0", "config.hyper.temperature"),
+        ("--config.eval_mode=random", "config.eval_mode"),
+        ("--config.agent.num_eval_particles=0", "config.agent.num_eval_particles"),
+        ("--config.agent.actor_block=wide", "config.agent.actor_block"),
     ],
 )
 def test_invalid_config_fails_before_compiling(tmp_path, flag, field):
@@ -113,7 +116,18 @@ def test_plot_curves_writes_png_and_returns(full_run, tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = json.load(open(tmp_path / "returns.json"))
-    assert summary["steps"] == [150, 300] and len(summary["final_per_seed"]) == 2
+    assert summary["steps"] == [0, 150, 300] and len(summary["final_per_seed"]) == 2
     lo, hi = summary["final_ci95"]
     assert lo <= summary["final_mean"] <= hi
     assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_dry_run_prints_the_reference_network_sizes_and_exits(tmp_path):
+    config = "--config=" + os.path.join(ROOT, "experiments", "configs", "rfm.py") + ":cheetah-run"
+    proc = subprocess.run([sys.executable, RUN, config, "--dry_run"], capture_output=True, text=True, timeout=300,
+                          cwd=tmp_path, env={**os.environ, "MUJOCO_GL": "disable"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["params"] == {"actor": 204_806, "critics": 2 * 72_193}
+    assert 31.0 < report["gmac"]["total"] < 32.0  # docs/method.md section 7.2
+    assert "actor 204,806" in proc.stdout and os.listdir(tmp_path) == []  # nothing written, nothing trained

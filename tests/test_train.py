@@ -9,8 +9,8 @@ from rfm_jax.agents import RFMHyper, make_rfm
 from rfm_jax.train import StepFns, compile_seeds, empty_transitions, make_step_fns
 
 OBS, ACT, ENVS = 3, 2, 2
-TINY = dict(num_posterior_particles=4, num_policy_particles=3, num_ode_steps=2, actor_width=16, actor_blocks=1,
-            critic_hidden=(16, 16))
+TINY = dict(num_posterior_particles=4, num_train_particles=3, num_data_particles=2, num_eval_particles=3,
+            num_ode_steps=2, actor_width=16, actor_blocks=1, actor_embed_dim=8, critic_hidden=(16, 16))
 
 
 def _fns(counter=None):

@@ -1,6 +1,6 @@
 """RFM agent configs.  ``--config=experiments/configs/rfm.py:ARG`` where ARG is
 
-    TASK            the reference defaults (method.md section 7) on a DMC task, e.g. cheetah-run
+    TASK            the reference defaults (docs/method.md section 7) on a DMC task, e.g. cheetah-run
     cpu[,TASK]      a small preset that learns cartpole-swingup on a 2-core CPU
     smoke[,TASK]    a tiny preset for tests (a few hundred steps)
 
@@ -23,8 +23,9 @@ def reference(task: str = "cheetah-run") -> config_dict.ConfigDict:
     c.batch_size = 256  # transitions per update
     c.replay_capacity = 250_000  # replay buffer slots per seed
     c.updates_per_step = 1  # updates per call (per env step)
-    c.eval_every = 10_000  # env steps between evaluations
-    c.eval_episodes = 25  # evaluation episodes per seed (argmax-Q over the policy particles)
+    c.eval_every = 10_000  # env steps between evaluations (the first is at step 0)
+    c.eval_episodes = 25  # evaluation episodes per seed (argmax-Q over the eval particles) at step 0 and after
+    c.eval_mode = "fixed"  # fixed: the same initial states and policy noise at every evaluation; fresh: new ones
     c.log_every = 1_000  # env steps between training-metric rows
     c.checkpoint_every = 10_000  # env steps between checkpoints (one is also saved at the end and on SIGINT/SIGTERM)
 
@@ -35,21 +36,27 @@ def reference(task: str = "cheetah-run") -> config_dict.ConfigDict:
     c.agent.control_variate = "optimal"  # optimal | optimal_isotropic | none (eta=0, QNE) | fixed (eta=hyper.eta)
     c.agent.coef_space = "data"  # where the optimal coefficient is fitted and clipped: data (reference) or noise
     c.agent.num_posterior_particles = 100  # particles of the posterior-mean estimator
-    c.agent.num_policy_particles = 32  # policy samples per state (acting, TD target, proposal)
+    c.agent.num_train_particles = 32  # policy samples per state in the update (on-policy proposal and a')
+    c.agent.num_data_particles = 32  # policy samples per state when acting during training (Boltzmann-resampled)
+    c.agent.num_eval_particles = 32  # policy samples per state when evaluating (argmax-Q)
     c.agent.num_ode_steps = 10  # sampler steps from t_min to 1 - t_min
     c.agent.t_min = 0.01  # t is kept in [t_min, 1 - t_min]
     c.agent.actor_width = 256  # width of the velocity / noise network
-    c.agent.actor_blocks = 2  # residual GELU blocks in that network
+    c.agent.actor_blocks = 2  # residual blocks in that network
+    c.agent.actor_block = "reference"  # reference: h + GELU(Dense h); prenorm: h + Dense GELU Dense LayerNorm h
+    c.agent.actor_embed_dim = 128  # sinusoidal embedding size of t and of lambda (each)
     c.agent.critic_hidden = (256, 256)  # hidden sizes of each critic MLP
     c.agent.num_critics = 2  # critics in the ensemble (the TD target and log p1 use their min)
     c.agent.actor_lr = 3e-4  # Adam learning rate of the policy network
     c.agent.critic_lr = 1e-3  # Adam learning rate of the critics
-    c.agent.grad_clip = 10.0  # global gradient-norm clip (actor and critic)
-    c.agent.particle_batch = 0  # evaluate posterior particles in lax.map chunks of this size; 0: one vmap
-    c.agent.sample_chunk = 64  # states per lax.map chunk when sampling policy particles in the update; 0: one vmap
+    c.agent.grad_clip = 10.0  # gradient-norm clip of the actor and of each critic on its own
+    c.agent.particle_batch = config_dict.placeholder(int)  # posterior particles per lax.map chunk; 0: vmap; None: auto
+    c.agent.sample_chunk = config_dict.placeholder(int)  # sampler states per lax.map chunk; 0: vmap; None: auto
 
     c.hyper = config_dict.ConfigDict()
-    c.hyper.temperature = 0.02  # lambda of the Boltzmann target exp(Q / lambda)
+    c.hyper.temperature = 0.02  # lambda of the Boltzmann target exp(Q / lambda) at the first update
+    c.hyper.temperature_final = config_dict.placeholder(float)  # lambda after temperature_steps updates; None: constant
+    c.hyper.temperature_steps = 250_000  # updates over which lambda moves from temperature to temperature_final
     c.hyper.gamma = 0.99  # discount
     c.hyper.tau = 0.005  # Polyak rate of the target critics
     c.hyper.ridge = 1e-4  # ridge of the optimal coefficient
@@ -63,14 +70,16 @@ def reference(task: str = "cheetah-run") -> config_dict.ConfigDict:
 CPU = {
     "num_seeds": 3, "total_steps": 40_000, "warmup_steps": 5_000, "batch_size": 128, "replay_capacity": 50_000,
     "eval_every": 5_000, "eval_episodes": 5, "checkpoint_every": 5_000,
-    "agent.num_posterior_particles": 16, "agent.num_policy_particles": 8, "agent.num_ode_steps": 5,
-    "agent.actor_width": 64, "agent.critic_hidden": (64, 64), "agent.sample_chunk": 0,
+    "agent.num_posterior_particles": 16, "agent.num_train_particles": 8,
+    "agent.num_data_particles": 8, "agent.num_eval_particles": 8, "agent.num_ode_steps": 5,
+    "agent.actor_width": 128, "agent.critic_hidden": (64, 64),
 }
 SMOKE = {
     **CPU, "num_seeds": 2, "total_steps": 300, "warmup_steps": 100, "batch_size": 16, "replay_capacity": 1_000,
     "eval_every": 150, "eval_episodes": 1, "log_every": 50, "checkpoint_every": 100,
-    "agent.num_posterior_particles": 4, "agent.num_policy_particles": 4, "agent.num_ode_steps": 2,
-    "agent.actor_width": 16, "agent.actor_blocks": 1, "agent.critic_hidden": (16, 16),
+    "agent.num_posterior_particles": 4, "agent.num_train_particles": 4,
+    "agent.num_data_particles": 3, "agent.num_eval_particles": 4, "agent.num_ode_steps": 2,
+    "agent.actor_width": 16, "agent.actor_blocks": 1, "agent.actor_embed_dim": 8, "agent.critic_hidden": (16, 16),
 }
 
 
@@ -92,3 +101,12 @@ def get_config(arg: str | None = None) -> config_dict.ConfigDict:
         preset, task = "reference", preset
     builder = {"reference": reference, "cpu": cpu, "smoke": smoke}[preset]
     return builder(task) if task else builder()
+
+
+def agent_kwargs(config) -> dict:
+    """``make_rfm`` keyword arguments of ``config.agent`` (a chunk of 0 means None, unset "auto")."""
+    kwargs = dict(config.agent)
+    kwargs["critic_hidden"] = tuple(kwargs["critic_hidden"])
+    for name in ("particle_batch", "sample_chunk"):
+        kwargs[name] = "auto" if kwargs[name] is None else (kwargs[name] or None)
+    return kwargs

@@ -1,20 +1,25 @@
-"""The RFM agent (method.md section 7): a flow or diffusion policy in the latent u of a = tanh(u),
-trained by Reverse Flow Matching against twin critics.  Pure ``init`` / ``act`` / ``update``.
+"""The RFM agent (docs/method.md section 7): a flow or diffusion policy in the latent u of
+a = tanh(u), trained by Reverse Flow Matching against twin critics.  Pure ``init`` / ``act`` /
+``update``; every function acts on one seed (vmap it over seeds and sweeps).
 
-Per update on a batch of B transitions (UTD 1 at the reference defaults):
+One update on a batch of B transitions (UTD 1 at the reference defaults), lambda = lambda(n) after
+n updates (log-linear from ``temperature`` to ``temperature_final`` over ``temperature_steps``):
 
-1. Sample M latent particles per state with the ODE (Euler on v_theta for the flow, DDIM on
-   eps_theta for the diffusion) from t_min to 1 - t_min, at s and s' together (s' only with the
-   replay proposal).
-2. a' = tanh(u') with u' drawn from softmax_i(Q(s', tanh u'_i) / lambda) (online critics);
-   critic target r + gamma * discount * min_k Qbar_k(s', a'); Adam on the mean squared error.
-3. Endpoints u1: the on-policy proposal draws one particle per state from
-   softmax(Q(s, tanh u_i) / lambda) under the just-updated critics; the replay proposal uses
-   arctanh(a).  Actor loss: ||net(s, u_t, t, lambda) - target||^2 with the target from
-   ``posterior_mean`` on log p1(u) = min_k Q_k(s, tanh u)/lambda + sum_j log(1 - tanh^2 u_j).
+1. Sample P_train latent particles per state with the ODE (Euler on v_theta for the flow, DDIM on
+   eps_theta for the diffusion) from t_min to 1 - t_min at s and s' in one pass, and keep one per
+   state drawn from softmax_i(min_k Q_k(s, tanh u_i) / lambda) with the critics BEFORE this update:
+   u1 at s (the on-policy proposal; the replay proposal uses arctanh of the buffer action instead)
+   and u' at s'.
+2. Critics: y = r + gamma * discount * min_k Qbar_k(s', tanh u'); each critic k has its own loss
+   mean_b (Q_k(s, a) - y)^2, its own gradient-norm clip and its own Adam state.
+3. Actor: t ~ U[t_min, 1 - t_min], u_t = alpha_t u1 + beta_t eps; the target comes from
+   ``posterior_mean`` on log p1(u) = min_k Q_k(s, tanh u) / lambda + sum_j log(1 - tanh^2 u_j)
+   with the critics AFTER step 2; loss = mean_b ||net(s, u_t, t, lambda) - target||^2 / A.
 4. Polyak: Qbar <- (1 - tau) Qbar + tau Q.
 
-Acting: Boltzmann resampling of the M particles (training data) or argmax-Q (evaluation).
+Acting: P_data particles and Boltzmann resampling (training data), or argmax-Q over P_eval
+particles (``greedy=True``, evaluation).  The network's state-and-lambda input columns are applied
+once per state and its time columns once per ODE step (``VelocityNet.condition``).
 """
 
 from __future__ import annotations
@@ -29,20 +34,24 @@ from flax import struct
 from rfm_jax import losses, replay, schedules
 from rfm_jax.checks import check_positive_int, check_rank
 from rfm_jax.estimators import tanh_boltzmann_log_prob
-from rfm_jax.networks import CriticEnsemble, VelocityNet
+from rfm_jax.networks import BLOCKS, CriticEnsemble, VelocityNet
 
 Array = jax.Array
 POLICIES = ("flow", "diffusion")
 PROPOSALS = ("on_policy", "replay")
 CONTROL_VARIATES = ("optimal", "optimal_isotropic", "none", "fixed")
 DIFFUSION_SCHEDULES = ("cosine", "vp")
+CPU_CHUNK_ROWS = 4096  # policy-network rows per lax.map chunk of the sampler on CPU ("auto")
+CPU_POSTERIOR_ROWS = 2048  # critic rows (states x particles) per lax.map chunk of the estimator on CPU ("auto")
 
 
 @struct.dataclass
 class RFMHyper:
     """Sweepable numbers (pytree leaves: vmap them to train several values at once)."""
 
-    temperature: Array | float = 0.02  # lambda of the Boltzmann target
+    temperature: Array | float = 0.02  # lambda of the Boltzmann target exp(Q / lambda) at update 0
+    temperature_final: Array | float | None = None  # lambda after temperature_steps updates; None: constant
+    temperature_steps: Array | float = 250_000  # updates over which log lambda moves linearly
     gamma: Array | float = 0.99  # TD discount
     tau: Array | float = 0.005  # Polyak rate of the target critics
     ridge: Array | float = 1e-4  # ridge in the optimal coefficient
@@ -50,13 +59,20 @@ class RFMHyper:
     eta: Array | float = 0.0  # the fixed coefficient when control_variate == "fixed"
 
 
+def current_temperature(hyper: RFMHyper, updates: Array) -> Array:
+    """lambda(n) = exp(log l0 + (log l1 - log l0) min(n / N, 1)) after n updates."""
+    frac = jnp.clip(updates / jnp.maximum(hyper.temperature_steps, 1.0), 0.0, 1.0)
+    log_l0, log_l1 = jnp.log(hyper.temperature), jnp.log(hyper.temperature_final)
+    return jnp.exp(log_l0 + (log_l1 - log_l0) * frac)
+
+
 @struct.dataclass
 class RFMState:
     actor_params: dict
-    critic_params: dict
+    critic_params: dict  # leaves have a leading critic axis K
     target_critic_params: dict
     actor_opt_state: optax.OptState
-    critic_opt_state: optax.OptState
+    critic_opt_state: optax.OptState  # one Adam state per critic (leading axis K)
     hyper: RFMHyper
     updates: Array  # [] int32
 
@@ -70,6 +86,28 @@ class RFMAgent(NamedTuple):
     update: callable
 
 
+def resolve_sample_chunk(sample_chunk, num_particles: int) -> int | None:
+    """States per sampler chunk: "auto" is ``CPU_CHUNK_ROWS // num_particles`` on CPU and one vmap
+    (None) on an accelerator, where the sampler is latency-bound."""
+    if sample_chunk != "auto":
+        return sample_chunk
+    if jax.default_backend() != "cpu":
+        return None
+    return max(1, CPU_CHUNK_ROWS // num_particles)
+
+
+def resolve_particle_batch(particle_batch, num_particles: int, batch_size: int) -> int | None:
+    """Posterior particles per chunk: "auto" is the largest divisor of ``num_particles`` with at
+    most ``CPU_POSTERIOR_ROWS`` rows over the batch on CPU (100 particles, batch 256: 5), and one
+    vmap (None) on an accelerator."""
+    if particle_batch != "auto":
+        return particle_batch
+    if jax.default_backend() != "cpu":
+        return None
+    limit = max(1, CPU_POSTERIOR_ROWS // batch_size)
+    return max(d for d in range(1, min(limit, num_particles) + 1) if num_particles % d == 0)
+
+
 def make_rfm(
     *,
     obs_dim: int,
@@ -80,61 +118,78 @@ def make_rfm(
     control_variate: str = "optimal",
     coef_space: str = "data",
     num_posterior_particles: int = 100,
-    num_policy_particles: int = 32,
+    num_train_particles: int = 32,
+    num_data_particles: int = 32,
+    num_eval_particles: int = 32,
     num_ode_steps: int = 10,
     t_min: float = 0.01,
     actor_width: int = 256,
     actor_blocks: int = 2,
+    actor_block: str = "reference",
+    actor_embed_dim: int = 128,
     critic_hidden: tuple[int, ...] = (256, 256),
     num_critics: int = 2,
     actor_lr: float = 3e-4,
     critic_lr: float = 1e-3,
     grad_clip: float = 10.0,
-    particle_batch: int | None = None,
-    sample_chunk: int | None = None,
+    particle_batch: int | str | None = "auto",
+    sample_chunk: int | str | None = "auto",
 ) -> RFMAgent:
     """Build the agent's pure functions; every argument is static (shapes, counts, modes).
 
     policy: "flow" (linear path, velocity net, Euler) or "diffusion" (epsilon net, DDIM).
-    diffusion_schedule: the diffusion policy's VP path, "cosine" (alpha = sin(pi t / 2), as QNE) or
-      "vp" (linear beta(s) from 0.1 to 20; alpha(0.01) ~ 0.007, so the weights are near 1-hot
-      for t below ~0.2).
+    diffusion_schedule: the diffusion policy's VP path, "cosine" (as QNE) or "vp" (linear beta).
     proposal: "on_policy" (Boltzmann-resampled policy samples) or "replay" (arctanh of buffer actions).
     control_variate: "optimal" (diagonal), "optimal_isotropic", "none" (eta = 0, QNE) or "fixed"
       (eta = hyper.eta in noise space; eta = 1 is DQS).  coef_space: "data" (reference) or "noise".
-    particle_batch: chunk size for the posterior particles (``lax.map``), None for one vmap.
-    sample_chunk: states per ``lax.map`` chunk when the update samples policy particles, None for
-      one vmap.  Same numbers either way; chunks whose activations fit in the CPU cache are
-      faster (64 states x 32 particles x 256 wide: 1.7x on a 2-core CPU).
+    num_train_particles / num_data_particles / num_eval_particles: policy particles per state for
+      the update's proposal and a' / for acting during training / for greedy evaluation.
+    actor_block: "reference" (h + GELU(Dense h)) or "prenorm" (h + Dense GELU Dense LayerNorm h).
+    particle_batch: posterior particles per ``lax.map`` chunk, None for one vmap, "auto"
+      (``resolve_particle_batch``: about 2k critic rows per chunk on CPU, one vmap on a GPU).
+    sample_chunk: states per ``lax.map`` chunk of the update's sampler, None for one vmap, "auto"
+      (``resolve_sample_chunk``: cache-sized chunks on CPU, one vmap on a GPU).  Same numbers.
     """
     name = "make_rfm"
     for arg, value in (("obs_dim", obs_dim), ("action_dim", action_dim), ("num_posterior_particles",
-                       num_posterior_particles), ("num_policy_particles", num_policy_particles),
-                       ("num_ode_steps", num_ode_steps), ("num_critics", num_critics)):
+                       num_posterior_particles), ("num_train_particles", num_train_particles),
+                       ("num_data_particles", num_data_particles), ("num_eval_particles", num_eval_particles),
+                       ("num_ode_steps", num_ode_steps), ("num_critics", num_critics), ("actor_width", actor_width),
+                       ("actor_blocks", actor_blocks), ("actor_embed_dim", actor_embed_dim)):
         check_positive_int(name, arg, value)
     for arg, value, allowed in (("policy", policy, POLICIES), ("proposal", proposal, PROPOSALS),
                                 ("diffusion_schedule", diffusion_schedule, DIFFUSION_SCHEDULES),
-                                ("control_variate", control_variate, CONTROL_VARIATES)):
+                                ("control_variate", control_variate, CONTROL_VARIATES),
+                                ("coef_space", coef_space, ("data", "noise")), ("actor_block", actor_block, BLOCKS)):
         if value not in allowed:
             raise ValueError(f"{name}: `{arg}` must be one of {allowed}, got {value!r}.")
     if control_variate.startswith("optimal") and num_posterior_particles < 2:
         raise ValueError(f"{name}: the optimal control variates need `num_posterior_particles` >= 2.")
-    if sample_chunk is not None:
-        check_positive_int(name, "sample_chunk", sample_chunk)
+    if actor_embed_dim % 2 or actor_embed_dim < 4:
+        raise ValueError(f"{name}: `actor_embed_dim` must be even and >= 4, got {actor_embed_dim}.")
+    for arg, value in (("sample_chunk", sample_chunk), ("particle_batch", particle_batch)):
+        if value not in (None, "auto"):
+            check_positive_int(name, arg, value)
     if not 0.0 < t_min < 0.5:
         raise ValueError(f"{name}: `t_min` must lie in (0, 0.5), got {t_min}.")
+    for arg, value in (("actor_lr", actor_lr), ("critic_lr", critic_lr), ("grad_clip", grad_clip)):
+        if not value > 0:
+            raise ValueError(f"{name}: `{arg}` must be > 0, got {value}.")
 
     if policy == "flow":
         schedule = schedules.linear()
     else:
         schedule = schedules.cosine() if diffusion_schedule == "cosine" else schedules.vp()
-    actor = VelocityNet(action_dim, actor_width, actor_blocks)
+    actor = VelocityNet(obs_dim, action_dim, actor_width, actor_blocks, actor_embed_dim, actor_block)
     critic = CriticEnsemble(num_critics, tuple(critic_hidden))
     actor_opt = optax.chain(optax.clip_by_global_norm(grad_clip), optax.adam(actor_lr))
-    critic_opt = optax.chain(optax.clip_by_global_norm(grad_clip), optax.adam(critic_lr))
+    critic_opt = optax.chain(optax.clip_by_global_norm(grad_clip), optax.adam(critic_lr))  # vmapped over critics
+    chunk = resolve_sample_chunk(sample_chunk, num_train_particles)
 
     def init(key: Array, hyper: RFMHyper) -> RFMState:
         key_actor, key_critic = jax.random.split(key)
+        if hyper.temperature_final is None:
+            hyper = hyper.replace(temperature_final=hyper.temperature)
         obs, action = jnp.zeros((obs_dim,)), jnp.zeros((action_dim,))
         actor_params = actor.init(key_actor, obs, action, jnp.zeros(()), jnp.ones(()))
         critic_params = critic.init(key_critic, obs, action)
@@ -143,127 +198,119 @@ def make_rfm(
             critic_params=critic_params,
             target_critic_params=critic_params,
             actor_opt_state=actor_opt.init(actor_params),
-            critic_opt_state=critic_opt.init(critic_params),
+            critic_opt_state=jax.vmap(critic_opt.init)(critic_params),
             hyper=jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), hyper),
             updates=jnp.zeros((), jnp.int32),
-        )
-
-    def sample_latents(actor_params, key, obs, temperature):
-        """M latent particles u [M, A] at one state obs [O]."""
-        x_start = jax.random.normal(key, (num_policy_particles, action_dim))
-        model_fn = lambda x, t: actor.apply(actor_params, obs, x, t, temperature)  # noqa: E731
-        if policy == "flow":
-            return schedules.sample_euler(model_fn, x_start, num_steps=num_ode_steps, t_start=t_min, t_end=1 - t_min)
-        return schedules.sample_ddim(
-            model_fn, x_start, schedule=schedule, num_steps=num_ode_steps, t_start=t_min, t_end=1 - t_min
         )
 
     def q_min(critic_params, obs, action):
         return jnp.min(critic.apply(critic_params, obs, action), axis=-1)
 
-    def select(critic_params, key, obs, latents, temperature, greedy):
-        """One latent of u [M, A]: argmax-Q, or drawn from softmax(Q / lambda)."""
+    def sample_select(actor_params, critic_params, key, obs, temperature, num_particles, greedy):
+        """One latent u [A] at one state obs [O]: P particles through the ODE, then argmax-Q
+        (greedy) or a draw from softmax(Q / lambda)."""
+        key_start, key_select = jax.random.split(key)
+        cond = actor.apply(actor_params, obs, temperature, method=actor.condition)
+        model_fn = lambda x, t: actor.apply(actor_params, cond, x, t, method=actor.from_condition)  # noqa: E731
+        x_start = jax.random.normal(key_start, (num_particles, action_dim))
+        kwargs = dict(num_steps=num_ode_steps, t_start=t_min, t_end=1 - t_min)
+        if policy == "flow":
+            latents = schedules.sample_euler(model_fn, x_start, **kwargs)
+        else:
+            latents = schedules.sample_ddim(model_fn, x_start, schedule=schedule, **kwargs)
         q = q_min(critic_params, obs, jnp.tanh(latents))
-        idx = jnp.argmax(q) if greedy else jax.random.categorical(key, q / temperature)
+        idx = jnp.argmax(q) if greedy else jax.random.categorical(key_select, q / temperature)
         return latents[idx]
 
     def act(state: RFMState, key: Array, obs: Array, greedy: bool = False) -> Array:
         check_rank("RFMAgent.act", "obs", obs, 1, "[O]")
-        key_sample, key_select = jax.random.split(key)
-        temperature = state.hyper.temperature
-        latents = sample_latents(state.actor_params, key_sample, obs, temperature)
-        return jnp.tanh(select(state.critic_params, key_select, obs, latents, temperature, greedy))
+        temperature = current_temperature(state.hyper, state.updates)
+        particles = num_eval_particles if greedy else num_data_particles
+        u = sample_select(state.actor_params, state.critic_params, key, obs, temperature, particles, greedy)
+        return jnp.tanh(u)
 
-    def actor_loss_one(actor_params, critic_params, key, obs, u1, hyper):
-        log_prob = tanh_boltzmann_log_prob(lambda a: q_min(critic_params, obs, a), hyper.temperature)
-        model_fn = lambda x, t: actor.apply(actor_params, obs, x, t, hyper.temperature)  # noqa: E731
-        loss_fn = losses.rfm_velocity_loss if policy == "flow" else losses.rfm_noise_loss
+    def sample_batch(state, key, obs, temperature):
+        """Selected latents [N, A] at obs [N, O], pre-update critics, in chunks of ``chunk`` states."""
+        fn = lambda key_i, obs_i: sample_select(state.actor_params, state.critic_params, key_i, obs_i,  # noqa: E731
+                                                temperature, num_train_particles, False)
+        keys = jax.random.split(key, obs.shape[0])
+        if chunk is None:
+            return jax.vmap(fn)(keys, obs)
+        return jax.lax.map(lambda args: fn(*args), (keys, obs), batch_size=chunk)
+
+    def critic_step(state, batch, u_next):
+        """Per-critic TD losses [K], clips and Adam steps; returns (params, opt state, metrics)."""
+        target_q_t = critic.apply(state.target_critic_params, batch.next_obs, jnp.tanh(u_next))
+
+        def loss_fn(critic_params):
+            q_tm1 = critic.apply(critic_params, batch.obs, batch.action)
+            td = lambda q, r, d, tq: losses.critic_td_loss(q, r, d, tq, gamma=state.hyper.gamma)  # noqa: E731
+            _, aux = jax.vmap(td)(q_tm1, batch.reward, batch.discount, target_q_t)
+            loss_k = jnp.mean(aux.td_error**2, axis=0)  # [K]; critic k's loss depends on its params only
+            return jnp.sum(loss_k), (loss_k, q_tm1, aux.target)
+
+        grads, (loss_k, q_tm1, target) = jax.grad(loss_fn, has_aux=True)(state.critic_params)
+        updates, opt_state = jax.vmap(critic_opt.update)(grads, state.critic_opt_state)
+        params = optax.apply_updates(state.critic_params, updates)
+        norms = jax.vmap(optax.tree.norm)(grads)
+        metrics = {"critic_loss": jnp.mean(loss_k), "q_mean": jnp.mean(q_tm1),
+                   "q_std": jnp.std(jnp.min(q_tm1, axis=-1)), "td_target_mean": jnp.mean(target),
+                   "critic_grad_norm": jnp.mean(norms)}
+        return params, opt_state, metrics
+
+    def actor_step(state, critic_params, key, batch, u1, temperature):
+        """RFM regression of the policy network onto the posterior-mean targets."""
+        hyper = state.hyper
         mode = hyper.eta if control_variate == "fixed" else control_variate
-        return loss_fn(
-            key, model_fn, log_prob, u1, schedule=schedule, t_min=t_min, num_particles=num_posterior_particles,
-            control_variate=mode, ridge=hyper.ridge, clip=hyper.clip, coef_space=coef_space,
-            particle_batch=particle_batch,
-        )
+        loss_fn = losses.rfm_velocity_loss if policy == "flow" else losses.rfm_noise_loss
+        posterior_chunk = resolve_particle_batch(particle_batch, num_posterior_particles, batch.obs.shape[0])
+
+        def loss_one(actor_params, key_i, obs, u1_i):
+            log_prob = tanh_boltzmann_log_prob(lambda a: q_min(critic_params, obs, a), temperature)
+            model_fn = lambda x, t: actor.apply(actor_params, obs, x, t, temperature)  # noqa: E731
+            return loss_fn(key_i, model_fn, log_prob, u1_i, schedule=schedule, t_min=t_min,
+                           num_particles=num_posterior_particles, control_variate=mode, ridge=hyper.ridge,
+                           clip=hyper.clip, coef_space=coef_space, particle_batch=posterior_chunk)
+
+        def batch_loss(actor_params):
+            keys = jax.random.split(key, batch.obs.shape[0])
+            loss, aux = jax.vmap(loss_one, (None, 0, 0, 0))(actor_params, keys, batch.obs, u1)
+            return jnp.mean(loss), aux
+
+        (loss, aux), grads = jax.value_and_grad(batch_loss, has_aux=True)(state.actor_params)
+        updates, opt_state = actor_opt.update(grads, state.actor_opt_state)
+        ess = aux.estimate.ess
+        metrics = {"actor_loss": loss, "ess_mean": jnp.mean(ess), "ess_frac_below_2": jnp.mean(ess < 2.0),
+                   "coef_abs_mean": jnp.mean(jnp.abs(aux.estimate.coef)),
+                   "target_norm": jnp.mean(jnp.linalg.norm(aux.target, axis=-1)),
+                   "actor_grad_norm": optax.tree.norm(grads)}
+        return optax.apply_updates(state.actor_params, updates), opt_state, metrics
 
     def update(state: RFMState, key: Array, batch: replay.Transition):
         check_rank("RFMAgent.update", "batch.obs", batch.obs, 2, "[B, O]")
-        hyper = state.hyper
         batch_size = batch.obs.shape[0]
-        key_sample, key_next, key_prop, key_actor = jax.random.split(key, 4)
-
-        # One batched sampler call for s (on-policy endpoints) and s' (TD target).
+        key_sample, key_actor = jax.random.split(key)
+        temperature = current_temperature(state.hyper, state.updates)
+        # One sampler pass for s (on-policy endpoints) and s' (a'), selected with the pre-update critics.
         sample_obs = jnp.concatenate([batch.obs, batch.next_obs]) if proposal == "on_policy" else batch.next_obs
-        keys = jax.random.split(key_sample, sample_obs.shape[0])
-        if sample_chunk is None:
-            latents = jax.vmap(sample_latents, (None, 0, 0, None))(
-                state.actor_params, keys, sample_obs, hyper.temperature
-            )
-        else:
-            latents = jax.lax.map(
-                lambda key_obs: sample_latents(state.actor_params, *key_obs, hyper.temperature),
-                (keys, sample_obs),
-                batch_size=sample_chunk,
-            )
-        latents = jax.lax.stop_gradient(latents)
-        latents_tm1, latents_t = latents[:-batch_size], latents[-batch_size:]
-
-        select_b = jax.vmap(select, (None, 0, 0, 0, None, None))
-        u_t = select_b(state.critic_params, jax.random.split(key_next, batch_size), batch.next_obs, latents_t,
-                       hyper.temperature, False)
-        target_q_t = critic.apply(state.target_critic_params, batch.next_obs, jnp.tanh(u_t))
-
-        def critic_loss_fn(critic_params):
-            q_tm1 = critic.apply(critic_params, batch.obs, batch.action)
-            td_loss = lambda q, r, d, tq: losses.critic_td_loss(q, r, d, tq, gamma=hyper.gamma)  # noqa: E731
-            loss, aux = jax.vmap(td_loss)(q_tm1, batch.reward, batch.discount, target_q_t)
-            return jnp.mean(loss), (q_tm1, aux)
-
-        (critic_loss, (q_tm1, td_aux)), critic_grads = jax.value_and_grad(critic_loss_fn, has_aux=True)(
-            state.critic_params
-        )
-        critic_updates, critic_opt_state = critic_opt.update(critic_grads, state.critic_opt_state)
-        critic_params = optax.apply_updates(state.critic_params, critic_updates)
-
+        latents = jax.lax.stop_gradient(sample_batch(state, key_sample, sample_obs, temperature))
+        u_next = latents[-batch_size:]
         if proposal == "on_policy":
-            u1 = select_b(critic_params, jax.random.split(key_prop, batch_size), batch.obs, latents_tm1,
-                          hyper.temperature, False)
+            u1 = latents[:batch_size]
         else:
             u1 = jnp.arctanh(jnp.clip(batch.action, -1 + 1e-6, 1 - 1e-6))
-
-        def actor_loss_fn(actor_params):
-            loss, aux = jax.vmap(actor_loss_one, (None, None, 0, 0, 0, None))(
-                actor_params, critic_params, jax.random.split(key_actor, batch_size), batch.obs, u1, hyper
-            )
-            return jnp.mean(loss), aux
-
-        (actor_loss, actor_aux), actor_grads = jax.value_and_grad(actor_loss_fn, has_aux=True)(state.actor_params)
-        actor_updates, actor_opt_state = actor_opt.update(actor_grads, state.actor_opt_state)
-        actor_params = optax.apply_updates(state.actor_params, actor_updates)
-        target_critic_params = optax.incremental_update(critic_params, state.target_critic_params, hyper.tau)
-
-        ess = actor_aux.estimate.ess
-        metrics = {
-            "critic_loss": critic_loss,
-            "actor_loss": actor_loss,
-            "q_mean": jnp.mean(q_tm1),
-            "q_std": jnp.std(jnp.min(q_tm1, axis=-1)),
-            "td_target_mean": jnp.mean(td_aux.target),
-            "ess_mean": jnp.mean(ess),
-            "ess_frac_below_2": jnp.mean(ess < 2.0),
-            "coef_abs_mean": jnp.mean(jnp.abs(actor_aux.estimate.coef)),
-            "target_norm": jnp.mean(jnp.linalg.norm(actor_aux.target, axis=-1)),
-            "actor_grad_norm": optax.tree.norm(actor_grads),
-            "critic_grad_norm": optax.tree.norm(critic_grads),
-        }
-        new_state = RFMState(
+        critic_params, critic_opt_state, critic_metrics = critic_step(state, batch, u_next)
+        actor_params, actor_opt_state, actor_metrics = actor_step(state, critic_params, key_actor, batch, u1,
+                                                                  temperature)
+        new_state = state.replace(
             actor_params=actor_params,
             critic_params=critic_params,
-            target_critic_params=target_critic_params,
+            target_critic_params=optax.incremental_update(critic_params, state.target_critic_params,
+                                                          state.hyper.tau),
             actor_opt_state=actor_opt_state,
             critic_opt_state=critic_opt_state,
-            hyper=hyper,
             updates=state.updates + 1,
         )
-        return new_state, metrics
+        return new_state, {**critic_metrics, **actor_metrics, "temperature": temperature}
 
     return RFMAgent(init=init, act=act, update=update)

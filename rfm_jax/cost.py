@@ -1,0 +1,53 @@
+"""Multiply-accumulates (MACs) of one RFM update and of one action, counted from the static
+settings: dense layers only (the nonlinearities, softmaxes and optimisers are a few percent).
+
+Per network row (docs/method.md section 7.2), with W the actor width and H the critic widths:
+
+    actor row      A W + blocks W^2 (x2 for prenorm blocks) + W A   (state, lambda and time columns
+                   shared: O W + E W per state, E W per ODE step)
+    critic action  K (A H_0 + sum_i H_i H_{i+1} + H_last)          (state columns: K O H_0 per state)
+
+A backward pass costs two forward passes (input and weight gradients); an input gradient alone
+costs one.  ``shared_first_layer=False`` counts the plain concatenation instead, as the authors'
+code computes it.
+"""
+
+from __future__ import annotations
+
+
+def _critic_macs(obs_dim, action_dim, hidden, num_critics):
+    rest = sum(a * b for a, b in zip(hidden[:-1], hidden[1:], strict=True)) + hidden[-1]
+    return num_critics * obs_dim * hidden[0], num_critics * (action_dim * hidden[0] + rest)
+
+
+def update_macs(*, obs_dim: int, action_dim: int, batch_size: int, num_posterior_particles: int,
+                num_train_particles: int, num_data_particles: int, num_ode_steps: int, actor_width: int,
+                actor_blocks: int, actor_embed_dim: int = 128, actor_block: str = "reference",
+                critic_hidden=(256, 256), num_critics: int = 2, proposal: str = "on_policy",
+                shared_first_layer: bool = True, **_unused) -> dict:
+    """MACs of one update by part (``sampling``, ``selection_q``, ``posterior``, ``regression``,
+    ``critic``), their ``total``, and ``act`` (one training action at one state)."""
+    w, e, a, o = actor_width, actor_embed_dim, action_dim, obs_dim
+    trunk = actor_blocks * w * w * (2 if actor_block == "prenorm" else 1) + w * a
+    full_row = (o + a + 2 * e) * w + trunk
+    row = a * w + trunk if shared_first_layer else full_row
+    per_state = (o + e) * w if shared_first_layer else 0
+    q_state, q_action = _critic_macs(o, a, tuple(critic_hidden), num_critics)
+    q_full = q_state + q_action
+    if not shared_first_layer:
+        q_state, q_action = 0, q_full
+    states = batch_size * (2 if proposal == "on_policy" else 1)
+
+    def sampling(n_states, particles):
+        return n_states * (particles * num_ode_steps * row + per_state)
+
+    parts = {
+        "sampling": sampling(states, num_train_particles),
+        "selection_q": states * (num_train_particles * q_action + q_state),
+        "posterior": batch_size * (num_posterior_particles * 2 * q_action + q_state),
+        "regression": 3 * batch_size * full_row,
+        "critic": 4 * batch_size * q_full,  # target Q forward + online forward and backward
+    }
+    parts["total"] = sum(parts.values())
+    parts["act"] = sampling(1, num_data_particles) + num_data_particles * q_action + q_state
+    return parts

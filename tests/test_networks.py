@@ -1,0 +1,111 @@
+"""The reference networks: parameter count, orthogonal(sqrt 2) init, embedding frequencies, and the
+shared first layer (state / lambda columns once per state, time columns once per step) equal to
+the plain concatenation under jit and vmap."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rfm_jax.networks import CriticEnsemble, VelocityNet, param_count, sinusoidal_embedding
+
+OBS, ACT = 17, 6  # cheetah-run
+
+
+def _actor(block="reference", width=256):
+    net = VelocityNet(OBS, ACT, width=width, block=block)
+    params = net.init(jax.random.PRNGKey(0), jnp.zeros(OBS), jnp.zeros(ACT), jnp.zeros(()), jnp.ones(()))
+    return net, params
+
+
+def test_reference_actor_has_the_reference_parameter_count():
+    net, params = _actor()
+    # (17 + 6 + 2 * 128) * 256 + 256  +  2 * (256 * 256 + 256)  +  256 * 6 + 6
+    assert param_count(params) == 204_806
+    critics = CriticEnsemble(2, (256, 256)).init(jax.random.PRNGKey(0), jnp.zeros(OBS), jnp.zeros(ACT))
+    assert param_count(critics) == 2 * ((OBS + ACT) * 256 + 256 + 256 * 256 + 256 + 256 + 1)
+
+
+def test_kernels_are_orthogonal_with_gain_sqrt2_and_biases_zero():
+    _, params = _actor()
+    p = params["params"]
+    for kernel in (p["block_0"]["kernel"], p["block_1"]["kernel"]):
+        np.testing.assert_allclose(kernel.T @ kernel, 2.0 * np.eye(256), atol=1e-4)
+    k_in = p["kernel_in"]  # [279, 256]: orthonormal columns times sqrt 2
+    np.testing.assert_allclose(k_in.T @ k_in, 2.0 * np.eye(256), atol=1e-4)
+    k_out = p["head"]["kernel"]  # [256, 6]: orthonormal columns
+    np.testing.assert_allclose(k_out.T @ k_out, 2.0 * np.eye(ACT), atol=1e-4)
+    assert all(float(jnp.abs(b).max()) == 0.0 for b in (p["bias_in"], p["block_0"]["bias"], p["head"]["bias"]))
+    critic = CriticEnsemble(2, (256, 256)).init(jax.random.PRNGKey(0), jnp.zeros(OBS), jnp.zeros(ACT))
+    w2 = critic["params"]["VmapCritic_0"]["rest"]["Dense_0"]["kernel"]  # [K, 256, 256]
+    for k in range(2):
+        np.testing.assert_allclose(w2[k].T @ w2[k], 2.0 * np.eye(256), atol=1e-4)
+    assert not np.allclose(w2[0], w2[1])  # independent critics
+
+
+def test_embedding_frequencies_run_from_one_to_one_thousandth():
+    emb = sinusoidal_embedding(jnp.float32(1.0), 128)
+    freqs = np.exp(-np.log(1000.0) / 63 * np.arange(64))
+    np.testing.assert_allclose(emb, np.concatenate([np.sin(freqs), np.cos(freqs)]), rtol=1e-6, atol=1e-6)
+    assert freqs[0] == 1.0 and np.isclose(freqs[-1], 1e-3)
+
+
+@pytest.mark.parametrize("block", ["reference", "prenorm"])
+def test_shared_first_layer_equals_the_concatenation(block):
+    net, params = _actor(block)
+    key_obs, key_x, key_t = jax.random.split(jax.random.PRNGKey(1), 3)
+    obs = 2.0 * jax.random.normal(key_obs, (8, OBS))
+    x = jax.random.normal(key_x, (8, 32, ACT))
+    t = jax.random.uniform(key_t, (8,))
+
+    def shared(obs_i, x_i, t_i):  # one state, 32 particles, one time
+        cond = net.apply(params, obs_i, jnp.float32(0.02), method=net.condition)
+        return net.apply(params, cond, x_i, t_i, method=net.from_condition)
+
+    def plain(obs_i, x_i, t_i):
+        return net.apply(params, obs_i, x_i, t_i, jnp.float32(0.02))
+
+    fast = jax.jit(jax.vmap(shared))(obs, x, t)
+    slow = jax.jit(jax.vmap(plain))(obs, x, t)
+    assert fast.shape == (8, 32, ACT)
+    scale = float(jnp.abs(slow).max())
+    np.testing.assert_allclose(fast, slow, atol=1e-5 * scale, rtol=1e-5)
+    # and the concatenation is what it claims to be: a Dense on [s, u, emb t, emb lambda]
+    p = params["params"]
+    row = jnp.concatenate([obs[0], x[0, 0], sinusoidal_embedding(t[0], 128), sinusoidal_embedding(0.02, 128)])
+    h0 = row @ p["kernel_in"] + p["bias_in"]
+    if block == "reference":
+        h = jax.nn.gelu(h0)
+        for j in range(2):
+            h = h + jax.nn.gelu(h @ p[f"block_{j}"]["kernel"] + p[f"block_{j}"]["bias"])
+        np.testing.assert_allclose(h @ p["head"]["kernel"] + p["head"]["bias"], slow[0, 0], atol=1e-5 * scale)
+
+
+def test_critic_split_first_layer_equals_the_concatenation():
+    critic = CriticEnsemble(2, (64, 64))
+    params = critic.init(jax.random.PRNGKey(0), jnp.zeros(OBS), jnp.zeros(ACT))
+    obs = jax.random.normal(jax.random.PRNGKey(1), (OBS,))
+    actions = jnp.tanh(jax.random.normal(jax.random.PRNGKey(2), (10, ACT)))
+    q = jax.jit(critic.apply)(params, obs, actions)  # one state, 10 actions
+    assert q.shape == (10, 2)
+    p = params["params"]["VmapCritic_0"]
+    for k in range(2):
+        x = jnp.concatenate([jnp.broadcast_to(obs, (10, OBS)), actions], axis=-1)
+        h = jax.nn.relu(x @ p["kernel_in"][k] + p["bias_in"][k])
+        h = jax.nn.relu(h @ p["rest"]["Dense_0"]["kernel"][k] + p["rest"]["Dense_0"]["bias"][k])
+        ref = (h @ p["rest"]["Dense_1"]["kernel"][k] + p["rest"]["Dense_1"]["bias"][k])[:, 0]
+        np.testing.assert_allclose(q[:, k], ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(279, 256), (256, 256), (256, 6), (6, 64)])
+def test_orthogonal_init_equals_flax_qr_init_for_the_same_key(shape):
+    import flax.linen as nn
+
+    from rfm_jax.networks import orthogonal
+
+    key = jax.random.PRNGKey(3)
+    ours = jax.jit(orthogonal(2.0**0.5), static_argnums=1)(key, shape)
+    flax_qr = nn.initializers.orthogonal(2.0**0.5)(key, shape)
+    np.testing.assert_allclose(ours, flax_qr, atol=2e-4)
+    batched = jax.vmap(orthogonal(1.0), (0, None))(jax.random.split(key, 3), shape)  # no LAPACK under vmap
+    assert batched.shape == (3, *shape) and np.all(np.isfinite(batched))
