@@ -33,13 +33,13 @@ from rfm_jax.runtime import configure_xla_cpu
 configure_xla_cpu()  # before jax starts its backend; RFM_JAX_XLA_DEFAULTS=0 times XLA's defaults
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from configs import rfm as rfm_configs  # noqa: E402
 
 from rfm_jax import envs  # noqa: E402
-from rfm_jax.agents.rfm import RFMHyper, make_rfm  # noqa: E402
+from rfm_jax.agents import make_agent  # noqa: E402
 from rfm_jax.cost import update_macs  # noqa: E402
+from rfm_jax.sweeps import expand, hyper_per_run, run_keys  # noqa: E402
 from rfm_jax.train import compile_seeds, empty_transitions, make_step_fns  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -60,11 +60,12 @@ def setting(numerics: str):
 def time_train_step(config, kwargs: dict, num_seeds: int, min_time: float) -> dict:
     """Compile time and steady-state ms per call of the seed-vmapped train_step."""
     spec = envs.spec(config.task)
-    agent = make_rfm(obs_dim=spec.obs_dim, action_dim=spec.action_dim, **kwargs)
+    agent = make_agent(config.algo, obs_dim=spec.obs_dim, action_dim=spec.action_dim, **kwargs)
     fns = compile_seeds(make_step_fns(agent, obs_dim=spec.obs_dim, action_dim=spec.action_dim,
                                       num_envs=config.num_envs, replay_capacity=config.replay_capacity,
                                       batch_size=config.batch_size, updates_per_step=config.updates_per_step))
-    state = fns.init(jnp.stack([jax.random.PRNGKey(s) for s in range(num_seeds)]), RFMHyper(**dict(config.hyper)))
+    runs = expand(range(num_seeds), None)
+    state = fns.init(run_keys(runs), hyper_per_run(agent.hyper.replace(**dict(config.hyper)), runs))
     rng = np.random.default_rng(0)
     shape = (num_seeds, config.num_envs)
     trans = jax.tree.map(lambda x: np.asarray(rng.normal(size=(num_seeds, *x.shape)), np.float32),

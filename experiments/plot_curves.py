@@ -29,13 +29,17 @@ def bootstrap_ci(values: np.ndarray, num: int = 10_000, seed: int = 0) -> tuple[
 def load(workdir: str):
     config = json.load(open(os.path.join(workdir, "config.json")))
     curves, wall = [], []
-    for seed in range(config["num_seeds"]):
-        rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics", f"eval_seed{seed}.jsonl"))]
+    setup = os.path.join(workdir, "setup.json")  # run names, seed{s}[_<field><value>]; older runs: by index
+    names = [f"seed{i}" for i in range(config["num_seeds"])]
+    if os.path.exists(setup):
+        names = json.load(open(setup))["runs"]
+    for name in names:
+        rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics", f"eval_{name}.jsonl"))]
         curves.append([(r["step"], r["eval_return_mean"]) for r in rows])
         wall.append(rows[-1]["wall_time"] if rows else float("nan"))
     steps = np.array([s for s, _ in curves[0]])
     returns = np.array([[r for _, r in c] for c in curves], dtype=float)  # [seeds, evals]
-    return config, steps, returns, max(wall)
+    return config, steps, returns, max(wall), names
 
 
 def main():
@@ -43,24 +47,25 @@ def main():
     parser.add_argument("--workdir", required=True)
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
-    config, steps, returns, wall = load(args.workdir)
+    config, steps, returns, wall, names = load(args.workdir)
     seeds = [config["seed"] + i for i in range(config["num_seeds"])]
     os.makedirs(args.out, exist_ok=True)
     fig, ax = plt.subplots(figsize=(6, 4))
-    for seed, curve in zip(seeds, returns, strict=True):
-        ax.plot(steps, curve, color="tab:blue", alpha=0.35, lw=1, label=f"seed {seed}")
+    for name, curve in zip(names, returns, strict=True):
+        ax.plot(steps, curve, color="tab:blue", alpha=0.35, lw=1, label=name)
     ax.plot(steps, returns.mean(0), color="tab:blue", lw=2.5, label="mean")
     ci = np.array([bootstrap_ci(returns[:, i]) for i in range(len(steps))])
     ax.fill_between(steps, ci[:, 0], ci[:, 1], color="tab:blue", alpha=0.15, label="95% bootstrap CI")
-    ax.set(xlabel="env steps (frames)", ylabel=f"eval return ({config['eval_episodes']} episodes, argmax-Q)",
-           title=f"RFM {config['agent']['policy']} on {config['task']}", ylim=(0, 1000))
+    ax.set(xlabel="env steps (frames)", ylabel=f"eval return ({config['eval_episodes']} episodes, greedy)",
+           title=f"{config.get('algo', 'rfm')} on {config['task']}", ylim=(0, 1000))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     fig.savefig(os.path.join(args.out, "curves.png"), dpi=120)
     final = returns[:, -1]
     summary = {
-        "task": config["task"], "steps": steps.tolist(), "seeds": seeds, "eval_returns": returns.tolist(),
+        "task": config["task"], "steps": steps.tolist(), "seeds": seeds, "runs": names,
+        "eval_returns": returns.tolist(),
         "final_step": int(steps[-1]),
         "final_per_seed": final.tolist(), "final_mean": float(final.mean()),
         "final_ci95": bootstrap_ci(final), "wall_time_s": wall,

@@ -1,20 +1,27 @@
-"""Train the RFM agent on DeepMind Control, many seeds in one process.
+"""Train any registered agent (``experiments/configs/<algo>.py``) on DeepMind Control, many seeds
+and swept hyperparameter values in one program.
 
     python experiments/run.py --config=experiments/configs/rfm.py:cheetah-run --config.num_seeds=5 --workdir=runs/demo
     python experiments/run.py --config=experiments/configs/rfm.py:cpu --workdir=runs/cpu      # 2-core CPU preset
+    python experiments/run.py --config=experiments/configs/sac.py:cpu --workdir=runs/sac      # another agent
+    python experiments/run.py --config=experiments/configs/rfm.py:cpu --config.num_seeds=2 \
+        --config.sweep.temperature=0.01,0.02,0.05 --workdir=runs/sweep                       # 6 runs, one program
     python experiments/run.py --config=... --workdir=runs/demo --resume                      # continue a killed run
     python experiments/run.py --config=experiments/configs/rfm.py:cheetah-run --dry_run        # check, build, count
 
-Writes <workdir>/config.json, metrics/{train,eval}_seed{s}.jsonl, tb/seed_{s}/ (TensorBoard) and
-checkpoints/ (orbax: params, optimiser states, replay buffers, PRNG keys, counters, env states).
-Ctrl-C or SIGTERM saves a checkpoint and exits; --resume continues exactly where it stopped.
+Writes <workdir>/config.json, metrics/{train,eval}_<run>.jsonl and tb/<run>/ (TensorBoard; run names
+seed{s} or seed{s}_<field><value> in a sweep, with HParams) and checkpoints/ (orbax: params,
+optimiser states, replay buffers, PRNG keys, counters, env states).  Ctrl-C or SIGTERM saves a
+checkpoint and exits; --resume continues exactly where it stopped.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import os
+import re
 import sys
 import time
 
@@ -22,7 +29,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # configs/, also when this file is loaded by path
-from configs.rfm import agent_kwargs  # noqa: E402
+from configs.common import sweep_values  # noqa: E402
 
 from rfm_jax.runtime import configure_xla_cpu  # noqa: E402
 
@@ -47,13 +54,15 @@ def _positive(errors, name, value, minimum=1):
 
 
 def validate(config) -> list[str]:
-    """Every problem of ``config``, named by field; checked before anything is compiled."""
-    from rfm_jax.agents.rfm import CONTROL_VARIATES, DIFFUSION_SCHEDULES, POLICIES, PROPOSALS
+    """Every problem of the run fields of ``config``, named by field, before anything is built.
+    The agent's own fields are checked by its factory and ``check_hyper`` (``setup``)."""
+    from rfm_jax.agents import REGISTRY
     from rfm_jax.envs import TASKS
     from rfm_jax.loop import EVAL_MODES
-    from rfm_jax.networks import BLOCKS
 
     errors = []
+    if config.get("algo") not in REGISTRY:
+        errors.append(f"config.algo must be one of {sorted(REGISTRY)}, got {config.get('algo')!r}")
     if config.task not in TASKS:
         errors.append(f"config.task {config.task!r} is not a DMC task. Valid names: {', '.join(TASKS)}")
     for name in ("num_seeds", "num_envs", "total_steps", "batch_size", "replay_capacity", "updates_per_step",
@@ -61,51 +70,45 @@ def validate(config) -> list[str]:
         _positive(errors, name, config[name])
     _positive(errors, "seed", config.seed, 0)
     _positive(errors, "warmup_steps", config.warmup_steps, 1)  # the first update needs a stored transition
-    a, h = config.agent, config.hyper
-    min_particles = 2 if str(a.control_variate).startswith("optimal") else 1
-    _positive(errors, "agent.num_posterior_particles", a.num_posterior_particles, min_particles)
-    for name in ("num_train_particles", "num_data_particles", "num_eval_particles", "num_ode_steps", "actor_width",
-                 "actor_blocks", "actor_embed_dim", "num_critics"):
-        _positive(errors, f"agent.{name}", a[name])
-    if isinstance(a.actor_embed_dim, int) and (a.actor_embed_dim % 2 or a.actor_embed_dim < 4):
-        errors.append(f"config.agent.actor_embed_dim must be even and >= 4, got {a.actor_embed_dim}")
-    for name in ("particle_batch", "sample_chunk"):
-        if a[name] is not None:
-            _positive(errors, f"agent.{name}", a[name], 0)
-    for name, value, allowed in (("policy", a.policy, POLICIES), ("proposal", a.proposal, PROPOSALS),
-                                 ("actor_block", a.actor_block, BLOCKS), ("eval_mode", config.eval_mode, EVAL_MODES),
-                                 ("diffusion_schedule", a.diffusion_schedule, DIFFUSION_SCHEDULES),
-                                 ("control_variate", a.control_variate, CONTROL_VARIATES),
-                                 ("coef_space", a.coef_space, ("data", "noise"))):
-        if value not in allowed:
-            field = name if name == "eval_mode" else f"agent.{name}"
-            errors.append(f"config.{field} must be one of {allowed}, got {value!r}")
-    if not all(isinstance(w, int) and w > 0 for w in a.critic_hidden):
-        errors.append(f"config.agent.critic_hidden must be positive integers, got {a.critic_hidden!r}")
-    if not 0 < a.t_min < 0.5:
-        errors.append(f"config.agent.t_min must lie in (0, 0.5), got {a.t_min}")
-    for name in ("actor_lr", "critic_lr", "grad_clip"):
-        if not a[name] > 0:
-            errors.append(f"config.agent.{name} must be > 0, got {a[name]}")
-    if not h.temperature > 0:
-        errors.append(f"config.hyper.temperature must be > 0, got {h.temperature}")
-    if h.temperature_final is not None and not h.temperature_final > 0:
-        errors.append(f"config.hyper.temperature_final must be > 0 (or None: constant), got {h.temperature_final}")
-    if not h.temperature_steps > 0:
-        errors.append(f"config.hyper.temperature_steps must be > 0, got {h.temperature_steps}")
-    if not 0 <= h.gamma <= 1:
-        errors.append(f"config.hyper.gamma must lie in [0, 1], got {h.gamma}")
-    if not 0 < h.tau <= 1:
-        errors.append(f"config.hyper.tau must lie in (0, 1], got {h.tau}")
-    if not (h.ridge >= 0 and h.clip > 0):
-        errors.append(f"config.hyper.ridge must be >= 0 and config.hyper.clip > 0, got {h.ridge}, {h.clip}")
+    if config.eval_mode not in EVAL_MODES:
+        errors.append(f"config.eval_mode must be one of {EVAL_MODES}, got {config.eval_mode!r}")
     if isinstance(config.batch_size, int) and isinstance(config.replay_capacity, int):
         if config.batch_size > config.replay_capacity:
             errors.append(f"config.batch_size ({config.batch_size}) exceeds config.replay_capacity "
                           f"({config.replay_capacity})")
         if config.num_envs > config.replay_capacity:
             errors.append(f"config.num_envs ({config.num_envs}) exceeds config.replay_capacity")
+    try:
+        sweep_values(config)
+    except ValueError as e:
+        errors.append(str(e))
     return errors
+
+
+def agent_kwargs(config) -> dict:
+    """The factory's keyword arguments, by ``configs/<algo>.py``'s ``agent_kwargs``."""
+    return importlib.import_module(f"configs.{config.algo}").agent_kwargs(config)
+
+
+def setup(config):
+    """(agent, per-run hyper, runs) of ``config``: the factory's and ``check_hyper``'s checks as
+    one-line usage errors."""
+    from rfm_jax.loop import build
+
+    seeds = [config.seed + i for i in range(config.num_seeds)]
+    try:
+        return build(config.task, config.algo, agent_kwargs(config), dict(config.hyper), seeds, sweep_values(config))
+    except ValueError as e:
+        raise app.UsageError(f"Invalid config: {_config_field(config, str(e))}{e}") from None
+
+
+def _config_field(config, message: str) -> str:
+    """``config.agent.<arg>: `` or ``config.hyper.<field>: `` for the field a factory's message names."""
+    match = re.search(r"`(hyper\.)?(\w+)`", message)
+    if match is None:
+        return ""
+    group = "hyper" if match.group(1) else ("agent" if match.group(2) in config.agent else None)
+    return f"config.{group}.{match.group(2)}: " if group else ""
 
 
 def _latest_checkpoint(workdir: str) -> int | None:
@@ -150,27 +153,31 @@ class Progress:
 
 
 def dry_run(config) -> None:
-    """Build the agent of ``config``, print its networks' parameter counts and the update's GMAC."""
+    """Build the agent of ``config``, print its networks' parameter counts (and the update's GMAC
+    where ``rfm_jax.cost`` counts that agent), and exit."""
     import jax
 
     from rfm_jax import envs
-    from rfm_jax.agents.rfm import RFMHyper, make_rfm
-    from rfm_jax.cost import update_macs
+    from rfm_jax.cost import COSTS
     from rfm_jax.networks import param_count
 
+    agent, hyper, runs = setup(config)
     spec = envs.spec(config.task)
-    kwargs = agent_kwargs(config)
-    agent = make_rfm(obs_dim=spec.obs_dim, action_dim=spec.action_dim, **kwargs)
-    state = jax.eval_shape(agent.init, jax.random.PRNGKey(config.seed), RFMHyper(**dict(config.hyper)))
+    state = jax.eval_shape(agent.init, jax.random.PRNGKey(config.seed), jax.tree.map(lambda x: x[0], hyper))
     counts = {"actor": param_count(state.actor_params), "critics": param_count(state.critic_params)}
-    macs = update_macs(obs_dim=spec.obs_dim, action_dim=spec.action_dim, batch_size=config.batch_size, **kwargs)
-    print(f"{config.task}: obs {spec.obs_dim}, action {spec.action_dim}, backend {jax.default_backend()}")
+    print(f"{config.algo} on {config.task}: obs {spec.obs_dim}, action {spec.action_dim}, {len(runs)} run(s), "
+          f"backend {jax.default_backend()}")
     print(f"parameters: actor {counts['actor']:,}, critics {counts['critics']:,} "
           f"({config.agent.num_critics} x {counts['critics'] // config.agent.num_critics:,})")
-    print(f"update: {macs['total'] / 1e9:.2f} GMAC ("
-          + ", ".join(f"{k} {v / 1e9:.2f}" for k, v in macs.items() if k not in ("total", "act"))
-          + f"); one training action: {macs['act'] / 1e9:.4f} GMAC")
-    print(json.dumps({"task": config.task, "params": counts, "gmac": {k: v / 1e9 for k, v in macs.items()}}))
+    out = {"algo": config.algo, "task": config.task, "runs": [r.name for r in runs], "params": counts}
+    if config.algo in COSTS:
+        macs = COSTS[config.algo](obs_dim=spec.obs_dim, action_dim=spec.action_dim, batch_size=config.batch_size,
+                                  **agent_kwargs(config))
+        print(f"update: {macs['total'] / 1e9:.2f} GMAC ("
+              + ", ".join(f"{k} {v / 1e9:.2f}" for k, v in macs.items() if k not in ("total", "act"))
+              + f"); one training action: {macs['act'] / 1e9:.4f} GMAC")
+        out["gmac"] = {k: v / 1e9 for k, v in macs.items()}
+    print(json.dumps(out))
 
 
 def main(argv):
@@ -183,6 +190,7 @@ def main(argv):
     if FLAGS.dry_run:
         dry_run(config)
         return
+    setup(config)  # the agent's checks, before anything is written
     if workdir is None:
         raise app.UsageError("--workdir is required (except with --dry_run)")
     has_run = _latest_checkpoint(workdir) is not None
@@ -196,22 +204,23 @@ def main(argv):
     with open(os.path.join(workdir, "config.json"), "w") as f:
         f.write(config.to_json(indent=2))
 
-    from rfm_jax.agents.rfm import RFMHyper
     from rfm_jax.loop import train
 
     seeds = [config.seed + i for i in range(config.num_seeds)]
     start = _latest_checkpoint(workdir) if FLAGS.resume else 0
     progress = Progress(start, config.total_steps) if FLAGS.progress else None
-    print(f"Training {config.task} with seeds {seeds} into {workdir}", flush=True)
+    sweep = sweep_values(config)
+    print(f"Training {config.algo} on {config.task} with seeds {seeds}"
+          + (f" x sweep {sweep}" if sweep else "") + f" into {workdir}", flush=True)
     summary = train(
-        task=config.task, seeds=seeds, workdir=workdir, agent_kwargs=agent_kwargs(config),
-        hyper=RFMHyper(**dict(config.hyper)),
+        task=config.task, seeds=seeds, workdir=workdir, algo=config.algo, agent_kwargs=agent_kwargs(config),
+        hyper=dict(config.hyper), sweep=sweep,
         num_envs=config.num_envs, total_steps=config.total_steps, warmup_steps=config.warmup_steps,
         batch_size=config.batch_size, replay_capacity=config.replay_capacity, updates_per_step=config.updates_per_step,
         eval_every=config.eval_every, eval_episodes=config.eval_episodes, eval_mode=config.eval_mode,
         log_every=config.log_every,
         checkpoint_every=config.checkpoint_every, resume=FLAGS.resume, stop_after=FLAGS.stop_after, progress=progress,
-    )
+    ).summary
     if progress is not None:
         progress.close()
     with open(os.path.join(workdir, "summary.json"), "w") as f:

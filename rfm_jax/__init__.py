@@ -1,6 +1,6 @@
 """rfm_jax: Reverse Flow Matching for online RL with flow and diffusion policies, in JAX."""
 
-from rfm_jax import agents, cost, estimators, losses, networks, replay, schedules, train
+from rfm_jax import agents, cost, estimators, losses, networks, replay, schedules, sweeps, train
 from rfm_jax.estimators import (
     PosteriorEstimate,
     Source,
@@ -27,6 +27,7 @@ __all__ = [
     "losses",
     "posterior_mean",
     "schedules",
+    "sweeps",
     "standard_normal",
     "tanh_boltzmann_log_prob",
 ]

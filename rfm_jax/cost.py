@@ -51,3 +51,6 @@ def update_macs(*, obs_dim: int, action_dim: int, batch_size: int, num_posterior
     parts["total"] = sum(parts.values())
     parts["act"] = sampling(1, num_data_particles) + num_data_particles * q_action + q_state
     return parts
+
+
+COSTS = {"rfm": update_macs}  # agent name -> MAC counter (experiments/run.py --dry_run)

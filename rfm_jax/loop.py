@@ -1,5 +1,6 @@
-"""The host loop: S seeds x E dm_control envs, one jitted seed-vmapped call per env step,
-periodic evaluation (argmax-Q), metrics, checkpoints and exact resume.
+"""The host loop: R runs (seeds, or seeds x swept hyperparameter values, ``rfm_jax.sweeps``) x E
+dm_control envs, one jitted run-vmapped call per env step, periodic evaluation (the agent's greedy
+action), metrics, checkpoints and exact resume.  Any registered agent (``rfm_jax.agents``).
 
     for step in [start, total_steps):
         state, actions, metrics = step_fn(state, pending transitions, valid, obs)   # one XLA call
@@ -10,20 +11,22 @@ SIGINT / SIGTERM finish the current step, save a checkpoint and return (a second
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
 from contextlib import contextmanager
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rfm_jax import envs, replay
-from rfm_jax.agents.rfm import RFMHyper, make_rfm
+from rfm_jax import envs, replay, sweeps
+from rfm_jax.agents import Agent, make_agent
 from rfm_jax.checkpoints import Checkpointer
 from rfm_jax.metrics import MetricsWriter
-from rfm_jax.train import StepFns, compile_seeds, empty_transitions, make_step_fns
+from rfm_jax.train import StepFns, TrainState, compile_seeds, empty_transitions, make_step_fns
 
 
 def _nanmean(x) -> float:
@@ -37,11 +40,12 @@ def _nan_to_none(x):
 
 
 EVAL_MODES = ("fixed", "fresh")
+SETUP_FILE = "setup.json"  # in the workdir: task, agent name and arguments, hyper, seeds, sweep
 
 
 def evaluate(fns: StepFns, agent_state, *, task: str, seeds, episodes: int, eval_index: int,
              mode: str = "fixed") -> np.ndarray:
-    """Returns [S, episodes] of greedy (argmax-Q) episodes (NaN for an episode whose physics
+    """Returns [R, episodes] of greedy episodes (NaN for an episode whose physics
     diverged).  ``mode="fixed"`` starts every evaluation from the same initial states and policy
     noise (the reference protocol); ``"fresh"`` draws new ones from ``eval_index``."""
     if mode not in EVAL_MODES:
@@ -85,13 +89,44 @@ def _stop_on_signal():
             signal.signal(sig, old)
 
 
+class Trained(NamedTuple):
+    """What ``train`` returns: the summary (JSON-able), the final state (leading run axis R), the
+    agent and the runs, so that a notebook can go on with the policy
+    (``jax.vmap(agent.act, (0, 0, 0, None))(state.agent, keys, obs, True)``)."""
+
+    summary: dict
+    state: TrainState
+    agent: Agent
+    runs: list
+    step_fns: Any
+
+
+def build(task: str, algo: str, agent_kwargs: dict, hyper_values: dict | None, seeds, sweep: dict | None = None):
+    """(agent, hyper, runs) of a training setup, every check done before anything compiles:
+    the factory checks the static arguments, ``expand`` the swept names, ``check_hyper`` every
+    value.  Raises a one-line ValueError naming the field."""
+    spec = envs.spec(task)
+    agent = make_agent(algo, obs_dim=spec.obs_dim, action_dim=spec.action_dim, **agent_kwargs)
+    unknown = sorted(set(hyper_values or {}) - set(agent.hyper.__dataclass_fields__))
+    if unknown:
+        raise ValueError(f"{algo}: unknown hyperparameter(s) {', '.join(unknown)}; "
+                         f"known: {', '.join(agent.hyper.__dataclass_fields__)}.")
+    hyper = agent.hyper.replace(**(hyper_values or {}))
+    runs = sweeps.expand(seeds, sweep, hyper)
+    hyper = sweeps.hyper_per_run(hyper, runs)
+    agent.check_hyper(hyper)
+    return agent, hyper, runs
+
+
 def train(
     *,
     task: str,
     seeds,
     workdir: str,
     agent_kwargs: dict,
-    hyper: RFMHyper,
+    hyper: dict | None = None,
+    algo: str = "rfm",
+    sweep: dict | None = None,
     num_envs: int = 1,
     total_steps: int,
     warmup_steps: int,
@@ -106,8 +141,10 @@ def train(
     resume: bool = False,
     stop_after: int | None = None,
     progress=None,
-) -> dict:
-    """Train S = len(seeds) seeds on ``task``; returns a summary (last eval returns, steps/s, ...).
+) -> Trained:
+    """Train agent ``algo`` (built from ``agent_kwargs``; ``hyper`` overrides its default
+    hyperparameters) on ``task`` for every run of ``seeds`` x ``sweep`` ({field: [values]}), in one
+    program.  Returns ``Trained`` (summary: last eval returns per run, run names, ...).
 
     ``stop_after`` ends the session (with a checkpoint) once env step ``stop_after`` is reached (an
     absolute step, as a kill would).  A run with no checkpoint in ``workdir`` starts from scratch
@@ -116,19 +153,21 @@ def train(
     """
     if eval_mode not in EVAL_MODES:
         raise ValueError(f"train: `eval_mode` must be one of {EVAL_MODES}, got {eval_mode!r}.")
-    seeds = [int(s) for s in seeds]
+    hyper_values, seeds_in = dict(hyper or {}), [int(s) for s in seeds]
+    agent, hyper, runs = build(task, algo, agent_kwargs, hyper_values, seeds_in, sweep)
+    seeds = [r.seed for r in runs]  # one entry per run: runs of one seed see the same envs
     spec = envs.spec(task)
-    agent = make_rfm(obs_dim=spec.obs_dim, action_dim=spec.action_dim, **agent_kwargs)
-    fns = compile_seeds(
-        make_step_fns(
-            agent, obs_dim=spec.obs_dim, action_dim=spec.action_dim, num_envs=num_envs,
-            replay_capacity=replay_capacity, batch_size=batch_size, updates_per_step=updates_per_step,
-        )
-    )
-    state = fns.init(jnp.stack([jax.random.PRNGKey(s) for s in seeds]), hyper)
+    step_kwargs = dict(num_envs=num_envs, replay_capacity=replay_capacity, batch_size=batch_size,
+                       updates_per_step=updates_per_step)
+    fns = compile_seeds(make_step_fns(agent, obs_dim=spec.obs_dim, action_dim=spec.action_dim, **step_kwargs))
+    state = fns.init(sweeps.run_keys(runs), hyper)
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, SETUP_FILE), "w") as f:  # what load_policy rebuilds the agent from
+        json.dump({"task": task, "algo": algo, "agent_kwargs": agent_kwargs, "hyper": hyper_values, "seeds": seeds_in,
+                   "sweep": sweep, "step_fns": step_kwargs, "runs": [r.name for r in runs]}, f, indent=2)
     env = envs.BatchedEnv(task, seeds, num_envs)
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
-    num_seeds = len(seeds)
+    num_seeds = len(runs)
     start, elapsed0, meta = 0, 0.0, {}
     latest = ckpt.latest_step() if resume else None
     if latest is not None:
@@ -143,7 +182,7 @@ def train(
         valid = np.zeros((num_seeds, num_envs), bool)
         pending = jax.tree.map(lambda x: np.zeros((num_seeds, *x.shape), x.dtype),
                                empty_transitions(num_envs, spec.obs_dim, spec.action_dim))
-    writer = MetricsWriter(workdir, num_seeds, resume_step=start)  # drops rows of a run that died unsaved
+    writer = MetricsWriter(workdir, [r.name for r in runs], resume_step=start)  # drops rows of a run that died unsaved
     last_eval = meta.get("last_eval", [None] * num_seeds)
     train_returns = np.asarray(meta.get("train_returns", [np.nan] * num_seeds), np.float64)
     # Running sums of the metrics since the last row (checkpointed, so a resumed row is exact).
@@ -204,7 +243,12 @@ def train(
                 progress(step, total_steps, {"eval": last_eval, "warmup": step < warmup_steps})
             if stop:
                 break
+    if sweep:
+        writer.write_hparams([{"seed": r.seed, **r.values} for r in runs],
+                             [{"hparam/last_eval_return": e if e is not None else np.nan} for e in last_eval])
     writer.close()
     ckpt.close()
-    return {"step": step, "last_eval": last_eval, "train_returns": [_nan_to_none(r) for r in train_returns],
-            "physics_errors": env.physics_errors.tolist(), "wall_time": elapsed0 + time.time() - t0}
+    summary = {"algo": algo, "step": step, "runs": [r.name for r in runs], "last_eval": last_eval,
+               "train_returns": [_nan_to_none(r) for r in train_returns],
+               "physics_errors": env.physics_errors.tolist(), "wall_time": elapsed0 + time.time() - t0}
+    return Trained(summary=summary, state=state, agent=agent, runs=runs, step_fns=fns)

@@ -1,8 +1,10 @@
-"""Run outputs: per-seed JSON-lines files and TensorBoard event files.
+"""Run outputs: per-run JSON-lines files and TensorBoard event files, keyed by the run's name
+(``seed3``, or ``seed3_temperature0.02`` in a sweep; ``rfm_jax.sweeps``).
 
-    <workdir>/metrics/train_seed{s}.jsonl   one row per log interval (losses, ESS, coefficient, ...)
-    <workdir>/metrics/eval_seed{s}.jsonl    one row per evaluation (eval_return_mean / _std)
-    <workdir>/tb/seed_{s}/                  the same scalars as TensorBoard events
+    <workdir>/metrics/train_<run>.jsonl   one row per log interval (losses, ESS, coefficient, ...)
+    <workdir>/metrics/eval_<run>.jsonl    one row per evaluation (eval_return_mean / _std)
+    <workdir>/tb/<run>/                   the same scalars as TensorBoard events (plus HParams
+                                          of the swept values, ``write_hparams``)
 
 Every row holds ``step`` (env steps per env) and ``wall_time`` (seconds of training, summed over
 resumed sessions).  On resume from step N, rows with step > N are dropped and TensorBoard purges
@@ -33,35 +35,40 @@ def read_jsonl(path: str) -> list[dict]:
 
 
 class MetricsWriter:
-    def __init__(self, workdir: str, num_seeds: int, resume_step: int | None = None):
+    def __init__(self, workdir: str, names: list[str], resume_step: int | None = None):
         self.dir = os.path.join(workdir, "metrics")
         os.makedirs(self.dir, exist_ok=True)
-        self.num_seeds = num_seeds
+        self.names = list(names)
         if resume_step is not None:
             for kind in KINDS:
-                for seed in range(num_seeds):
-                    path = self.path(kind, seed)
+                for name in self.names:
+                    path = self.path(kind, name)
                     rows = [r for r in read_jsonl(path) if r["step"] <= resume_step]
                     with open(path, "w") as f:
                         f.writelines(json.dumps(r) + "\n" for r in rows)
         purge = None if resume_step is None else resume_step + 1
-        self.tb = [SummaryWriter(os.path.join(workdir, "tb", f"seed_{s}"), purge_step=purge) for s in range(num_seeds)]
+        self.tb = [SummaryWriter(os.path.join(workdir, "tb", name), purge_step=purge) for name in self.names]
 
-    def path(self, kind: str, seed: int) -> str:
-        return os.path.join(self.dir, f"{kind}_seed{seed}.jsonl")
+    def path(self, kind: str, name: str) -> str:
+        return os.path.join(self.dir, f"{kind}_{name}.jsonl")
 
-    def write(self, kind: str, step: int, wall_time: float, per_seed: list[dict]) -> None:
-        """Append one row per seed; ``per_seed[s]`` maps names to scalars."""
-        if kind not in KINDS or len(per_seed) != self.num_seeds:
-            raise ValueError(f"MetricsWriter.write: kind must be in {KINDS} with one dict per seed.")
-        for seed, values in enumerate(per_seed):
+    def write_hparams(self, hparams: list[dict], final: list[dict]) -> None:
+        """TensorBoard HParams: each run's swept values (and seed) against its final metrics."""
+        for writer, hp, metrics in zip(self.tb, hparams, final, strict=True):
+            writer.add_hparams(hp, {k: float(v) for k, v in metrics.items()}, name=".")
+
+    def write(self, kind: str, step: int, wall_time: float, per_run: list[dict]) -> None:
+        """Append one row per run; ``per_run[r]`` maps names to scalars."""
+        if kind not in KINDS or len(per_run) != len(self.names):
+            raise ValueError(f"MetricsWriter.write: kind must be in {KINDS} with one dict per run.")
+        for index, values in enumerate(per_run):
             row = {"step": int(step), "wall_time": round(float(wall_time), 3)}
             row.update({k: _clean(v) for k, v in values.items()})
-            with open(self.path(kind, seed), "a") as f:
+            with open(self.path(kind, self.names[index]), "a") as f:
                 f.write(json.dumps(row) + "\n")
             for k, v in row.items():
                 if k != "step" and v is not None:
-                    self.tb[seed].add_scalar(f"{kind}/{k}", v, global_step=int(step))
+                    self.tb[index].add_scalar(f"{kind}/{k}", v, global_step=int(step))
         for writer in self.tb:
             writer.flush()
 

@@ -4,25 +4,26 @@ For every env step the host makes one call, ``jit(vmap(train_step))`` over S see
 
     1. adds the E transitions of the previous env step to the replay buffer (invalid rows skipped),
     2. runs ``updates_per_step`` agent updates on batches sampled from the buffer,
-    3. returns the next action of each of the E envs (Boltzmann-resampled policy particles).
+    3. returns the next action of each of the E envs (the agent's training action, ``greedy=False``).
 
 The action of env step k is thus drawn with the parameters after the update that saw transitions
-up to k - 1: the same order as the reference's act -> step -> store -> update loop (docs/method.md
+up to k - 1: for RFM, the same order as the reference's act -> step -> store -> update loop (docs/method.md
 section 7); acting before the update inside the call would act with parameters one update older.
 ``warmup_step`` does 1 and returns uniform random actions instead (no update).  The host only
-steps MuJoCo.  Everything here acts on one seed; ``compile_seeds`` adds the seed axis.
+steps MuJoCo.  Everything here acts on one run and any ``rfm_jax.agents.Agent``; ``compile_seeds`` adds
+the run axis (seeds, or seeds x swept values).
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 from flax import struct
 
 from rfm_jax import replay
-from rfm_jax.agents.rfm import RFMAgent, RFMHyper, RFMState
+from rfm_jax.agents.core import Agent
 from rfm_jax.checks import check_positive_int, check_rank
 
 Array = jax.Array
@@ -30,7 +31,7 @@ Array = jax.Array
 
 @struct.dataclass
 class TrainState:
-    agent: RFMState
+    agent: Any  # the agent's state
     replay: replay.ReplayState
     key: Array  # PRNG key of this seed
     env_steps: Array  # [] int32: env steps taken by each env of this seed
@@ -42,7 +43,7 @@ class StepFns(NamedTuple):
     init(key, hyper) -> TrainState
     warmup_step(state, transitions [E], valid [E], obs [E, O]) -> (state, actions [E, A], metrics)
     train_step(state, transitions [E], valid [E], obs [E, O]) -> (state, actions [E, A], metrics)
-    eval_act(agent_state, key, obs [E, O]) -> actions [E, A] (argmax-Q over the policy particles)
+    eval_act(agent_state, key, obs [E, O]) -> actions [E, A] (the agent's greedy action)
     """
 
     init: callable
@@ -63,7 +64,7 @@ def empty_transitions(num_envs: int, obs_dim: int, action_dim: int) -> replay.Tr
 
 
 def make_step_fns(
-    agent: RFMAgent,
+    agent: Agent,
     *,
     obs_dim: int,
     action_dim: int,
@@ -83,7 +84,7 @@ def make_step_fns(
     if num_envs > replay_capacity:
         raise ValueError(f"{name}: `num_envs` ({num_envs}) exceeds `replay_capacity` ({replay_capacity}).")
 
-    def init(key: Array, hyper: RFMHyper) -> TrainState:
+    def init(key: Array, hyper) -> TrainState:
         key, key_agent = jax.random.split(key)
         example = jax.tree.map(lambda x: x[0], empty_transitions(1, obs_dim, action_dim))
         return TrainState(
@@ -120,7 +121,7 @@ def make_step_fns(
         new_state = state.replace(agent=agent_state, key=key, env_steps=state.env_steps + 1)
         return new_state, actions, metrics
 
-    def eval_act(agent_state: RFMState, key: Array, obs: Array) -> Array:
+    def eval_act(agent_state, key: Array, obs: Array) -> Array:
         check_rank("eval_act", "obs", obs, 2, "[E, O]")
         keys = jax.random.split(key, obs.shape[0])
         return jax.vmap(agent.act, (None, 0, 0, None))(agent_state, keys, obs, True)
@@ -129,10 +130,11 @@ def make_step_fns(
 
 
 def compile_seeds(fns: StepFns) -> StepFns:
-    """``jit(vmap(...))`` over a leading seed axis; the training state is donated (no copy of the
-    replay buffer per step).  ``init`` takes keys [S] and a hyper pytree shared by all seeds."""
+    """``jit(vmap(...))`` over a leading run axis R (seeds, or seeds x swept values); the training
+    state is donated (no copy of the replay buffer per step).  ``init`` takes keys [R] and a hyper
+    pytree whose leaves all have the leading axis R (``runs.hyper_per_run`` builds it)."""
     return StepFns(
-        init=jax.jit(jax.vmap(fns.init, (0, None))),
+        init=jax.jit(jax.vmap(fns.init)),
         warmup_step=jax.jit(jax.vmap(fns.warmup_step), donate_argnums=0),
         train_step=jax.jit(jax.vmap(fns.train_step), donate_argnums=0),
         eval_act=jax.jit(jax.vmap(fns.eval_act)),

@@ -1,14 +1,13 @@
 """Evaluation protocol: ``fixed`` starts every evaluation from the same initial states and policy
 noise (so an unchanged policy scores the same), ``fresh`` draws new ones."""
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from rfm_jax import envs
 from rfm_jax.agents import RFMHyper, make_rfm
 from rfm_jax.loop import evaluate
+from rfm_jax.sweeps import expand, hyper_per_run, run_keys
 from rfm_jax.train import compile_seeds, make_step_fns
 
 TASK = "cartpole-swingup"
@@ -22,7 +21,8 @@ def setup():
                      actor_width=8, actor_blocks=1, actor_embed_dim=4, critic_hidden=(8, 8))
     fns = compile_seeds(make_step_fns(agent, obs_dim=spec.obs_dim, action_dim=spec.action_dim, num_envs=1,
                                       replay_capacity=8, batch_size=2))
-    state = fns.init(jnp.stack([jax.random.PRNGKey(0)]), RFMHyper())
+    runs = expand([0], None)
+    state = fns.init(run_keys(runs), hyper_per_run(RFMHyper(), runs))
     return fns, state.agent
 
 

@@ -51,7 +51,7 @@ def test_smoke_run_writes_every_output(full_run):
         last = train[-1]
         for key in ("critic_loss", "actor_loss", "ess_mean", "coef_abs_mean", "q_mean", "physics_errors"):
             assert last[key] is not None, key
-        events = os.listdir(os.path.join(full_run, "tb", f"seed_{seed}"))
+        events = os.listdir(os.path.join(full_run, "tb", f"seed{seed}"))
         assert any(f.startswith("events.out.tfevents") for f in events)
     steps = sorted(int(d) for d in os.listdir(os.path.join(full_run, "checkpoints")) if d.isdigit())
     assert steps[-1] == 300
@@ -102,6 +102,10 @@ def test_existing_workdir_needs_resume_and_resume_needs_a_run(full_run, tmp_path
         ("--config.eval_mode=random", "config.eval_mode"),
         ("--config.agent.num_eval_particles=0", "config.agent.num_eval_particles"),
         ("--config.agent.actor_block=wide", "config.agent.actor_block"),
+        ("--config.sweep.actor_width=8,16", "config.sweep.actor_width"),
+        ("--config.sweep.temperature=0.1,x", "config.sweep.temperature"),
+        ("--config.sweep.temperature=0.1,-0.1", "config.hyper.temperature"),
+        ("--config.algo=ppo", "config.algo"),
     ],
 )
 def test_invalid_config_fails_before_compiling(tmp_path, flag, field):
@@ -131,3 +135,60 @@ def test_dry_run_prints_the_reference_network_sizes_and_exits(tmp_path):
     assert report["params"] == {"actor": 204_806, "critics": 2 * 72_193}
     assert 31.0 < report["gmac"]["total"] < 32.0  # docs/method.md section 7.2
     assert "actor 204,806" in proc.stdout and os.listdir(tmp_path) == []  # nothing written, nothing trained
+
+
+def test_load_policy_acts_with_a_runs_checkpoint(full_run):
+    import numpy as np
+
+    from rfm_jax.policy import load_policy
+
+    policy = load_policy(full_run, run="seed1")
+    assert policy.run == "seed1" and policy.step == 300
+    obs = np.random.default_rng(0).normal(size=(3, 5)).astype(np.float32)
+    actions = np.asarray(policy(obs))
+    assert actions.shape == (3, 1) and np.all(np.abs(actions) <= 1)
+    np.testing.assert_array_equal(np.asarray(policy(obs)), actions)  # the same key gives the same actions
+    assert np.asarray(policy(obs[0])).shape == (1,)
+    with pytest.raises(ValueError, match="no run 'seed7'"):
+        load_policy(full_run, run="seed7")
+
+
+def test_another_agent_and_a_sweep_run_as_one_program(tmp_path):
+    """SAC's smoke preset with 1 seed x 2 swept values: one run.py call, outputs per run, HParams."""
+    config = "--config=" + os.path.join(ROOT, "experiments", "configs", "sac.py") + ":smoke"
+    workdir = tmp_path / "sweep"
+    cmd = [sys.executable, RUN, config, f"--workdir={workdir}", "--progress=false", "--config.num_seeds=1",
+           "--config.total_steps=150", "--config.sweep.init_alpha=0.1,1"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "MUJOCO_GL": "disable"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.load(open(workdir / "summary.json"))
+    assert summary["algo"] == "sac" and summary["runs"] == ["seed0_init_alpha0.1", "seed0_init_alpha1"]
+    for name in summary["runs"]:
+        rows = [json.loads(line) for line in open(workdir / "metrics" / f"train_{name}.jsonl")]
+        assert rows[-1]["step"] == 150 and rows[-1]["critic_loss"] is not None and rows[-1]["alpha"] > 0
+        evals = [json.loads(line) for line in open(workdir / "metrics" / f"eval_{name}.jsonl")]
+        assert [r["step"] for r in evals] == [0, 150]
+        files = [f for _, _, fs in os.walk(workdir / "tb" / name) for f in fs]
+        assert len([f for f in files if f.startswith("events.out.tfevents")]) >= 2  # scalars and HParams
+    alphas = [json.loads(open(workdir / "metrics" / f"train_{n}.jsonl").readlines()[-1])["alpha"]
+              for n in summary["runs"]]
+    assert alphas[0] < alphas[1]  # each run trains with its own value
+
+
+def test_compare_runs_a_grid_and_writes_a_table_and_curves(tmp_path):
+    """Two agents x one task x 1 seed through compare.py: run.py workdirs, results.md/.csv, a figure;
+    a second call skips the finished runs."""
+    script = os.path.join(ROOT, "experiments", "compare.py")
+    cmd = [sys.executable, script, "--out", str(tmp_path), "--tasks", "cartpole-swingup", "--seeds", "1",
+           "--total_steps", "150", "--algo", "rfm=rfm:smoke --progress=false",
+           "--algo", "sac=sac:smoke --progress=false"]
+    env = {**os.environ, "MUJOCO_GL": "disable"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = (tmp_path / "results.md").read_text()
+    assert "| rfm | cartpole-swingup | 1 | 150 |" in table and "| sac | cartpole-swingup | 1 | 150 |" in table
+    rows = (tmp_path / "results.csv").read_text().splitlines()
+    assert rows[0].startswith("algo,task,runs,env_steps,final_mean") and len(rows) == 3
+    assert (tmp_path / "curves_cartpole-swingup.png").read_bytes()[:4] == b"\x89PNG"
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert again.returncode == 0 and again.stdout.count("skipped") == 2

@@ -2,10 +2,10 @@
 single-seed runs, different seeds differ, warm-up fills the buffer."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from rfm_jax.agents import RFMHyper, make_rfm
+from rfm_jax.sweeps import expand, hyper_per_run, run_keys
 from rfm_jax.train import StepFns, compile_seeds, empty_transitions, make_step_fns
 
 OBS, ACT, ENVS = 3, 2, 2
@@ -42,7 +42,8 @@ def _inputs(num_seeds, step):
 def _run(fns: StepFns, seeds, rows=None, steps=6, warmup=3):
     """Run the seeds on rows ``rows`` of the two-seed fake data (default: the first len(seeds))."""
     rows = list(range(len(seeds))) if rows is None else rows
-    state = fns.init(jnp.stack([jax.random.PRNGKey(s) for s in seeds]), RFMHyper())
+    runs = expand(seeds, None)
+    state = fns.init(run_keys(runs), hyper_per_run(RFMHyper(), runs))
     actions = []
     for step in range(steps):
         trans, valid, obs = jax.tree.map(lambda x: x[np.asarray(rows)], _inputs(2, step))

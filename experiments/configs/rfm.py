@@ -4,31 +4,17 @@
     cpu[,TASK]      a small preset that learns cartpole-swingup on a 2-core CPU
     smoke[,TASK]    a tiny preset for tests (a few hundred steps)
 
-Any field can be overridden, e.g. ``--config.num_seeds=5 --config.agent.policy=diffusion``.
+Any field can be overridden, e.g. ``--config.num_seeds=5 --config.agent.policy=diffusion``, and
+hyper fields swept in one program, e.g. ``--config.sweep.temperature=0.01,0.02,0.05``.
 """
 
+from configs import common
 from ml_collections import config_dict
-
-PRESETS = ("reference", "cpu", "smoke")
 
 
 def reference(task: str = "cheetah-run") -> config_dict.ConfigDict:
-    c = config_dict.ConfigDict()
-    c.task = task  # DMC task, domain-task (e.g. cheetah-run, finger-turn_hard)
-    c.seed = 0  # seeds are seed, seed + 1, ..., seed + num_seeds - 1
-    c.num_seeds = 1  # seeds trained at once (vmapped in one XLA program)
-    c.num_envs = 1  # envs per seed; each step adds num_envs transitions and runs updates_per_step updates
-    c.total_steps = 250_000  # env steps per env (= frames, action repeat 1)
-    c.warmup_steps = 10_000  # uniform random actions and no updates before this step
-    c.batch_size = 256  # transitions per update
-    c.replay_capacity = 250_000  # replay buffer slots per seed
-    c.updates_per_step = 1  # updates per call (per env step)
-    c.eval_every = 10_000  # env steps between evaluations (the first is at step 0)
-    c.eval_episodes = 25  # evaluation episodes per seed (argmax-Q over the eval particles) at step 0 and after
-    c.eval_mode = "fixed"  # fixed: the same initial states and policy noise at every evaluation; fresh: new ones
-    c.log_every = 1_000  # env steps between training-metric rows
-    c.checkpoint_every = 10_000  # env steps between checkpoints (one is also saved at the end and on SIGINT/SIGTERM)
-
+    c = common.protocol(task)
+    c.algo = "rfm"  # agent in rfm_jax.agents.REGISTRY
     c.agent = config_dict.ConfigDict()
     c.agent.policy = "flow"  # flow (linear path, velocity, Euler) or diffusion (VP path, epsilon, DDIM)
     c.agent.diffusion_schedule = "cosine"  # VP path of the diffusion policy: cosine or vp (linear beta 0.1-20)
@@ -62,7 +48,7 @@ def reference(task: str = "cheetah-run") -> config_dict.ConfigDict:
     c.hyper.ridge = 1e-4  # ridge of the optimal coefficient
     c.hyper.clip = 2.0  # bound on |coefficient| of the optimal modes (inf: none)
     c.hyper.eta = 0.0  # coefficient of control_variate=fixed (0: QNE, 1: DQS)
-    return c
+    return common.add_sweep(c)
 
 
 # Overrides of the reference config (flattened field names).  cpu: learns cartpole-swingup on a
@@ -83,24 +69,12 @@ SMOKE = {
 }
 
 
-def cpu(task: str = "cartpole-swingup") -> config_dict.ConfigDict:
-    c = reference(task)
-    c.update_from_flattened_dict(CPU)
-    return c
-
-
-def smoke(task: str = "cartpole-swingup") -> config_dict.ConfigDict:
-    c = reference(task)
-    c.update_from_flattened_dict(SMOKE)
-    return c
+cpu = common.preset(reference, CPU)
+smoke = common.preset(reference, SMOKE)
 
 
 def get_config(arg: str | None = None) -> config_dict.ConfigDict:
-    preset, _, task = (arg or "reference").partition(",")
-    if preset not in PRESETS:  # a bare task name means the reference defaults on that task
-        preset, task = "reference", preset
-    builder = {"reference": reference, "cpu": cpu, "smoke": smoke}[preset]
-    return builder(task) if task else builder()
+    return common.choose(arg, {"reference": reference, "cpu": cpu, "smoke": smoke})
 
 
 def agent_kwargs(config) -> dict:

@@ -1,5 +1,25 @@
-"""Agents: pure init / act / update functions."""
+"""Agents: one file per agent, each a factory ``make_<name>(*, obs_dim, action_dim, **static) ->
+Agent`` (``core.Agent``: pure init / act / update and the default hyperparameters), and a
+registry so that the training loop, the scripts and the configs name agents by string only.
 
-from rfm_jax.agents.rfm import RFMAgent, RFMHyper, RFMState, current_temperature, make_rfm
+    agent = make_agent("sac", obs_dim=5, action_dim=1, critic_hidden=(64, 64))
+    state = agent.init(key, agent.hyper.replace(gamma=0.98))
+"""
 
-__all__ = ["RFMAgent", "RFMHyper", "RFMState", "current_temperature", "make_rfm"]
+from rfm_jax.agents import core, rfm, sac
+from rfm_jax.agents.core import Agent
+from rfm_jax.agents.rfm import RFMHyper, RFMState, current_temperature, make_rfm
+from rfm_jax.agents.sac import SACHyper, SACState, make_sac
+
+REGISTRY = {"rfm": make_rfm, "sac": sac.make_sac}
+
+
+def make_agent(name: str, **kwargs) -> Agent:
+    """The registered agent ``name`` built with ``kwargs`` (its factory checks them)."""
+    if name not in REGISTRY:
+        raise ValueError(f"make_agent: unknown agent {name!r}; registered: {', '.join(sorted(REGISTRY))}.")
+    return REGISTRY[name](**kwargs)
+
+
+__all__ = ["REGISTRY", "Agent", "RFMHyper", "RFMState", "SACHyper", "SACState", "core", "current_temperature",
+           "make_agent", "make_rfm", "make_sac", "rfm", "sac"]

@@ -24,17 +24,16 @@ once per state and its time columns once per ODE step (``VelocityNet.condition``
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import jax
 import jax.numpy as jnp
 import optax
 from flax import struct
 
 from rfm_jax import losses, replay, schedules
+from rfm_jax.agents import core
 from rfm_jax.checks import check_positive_int, check_rank
 from rfm_jax.estimators import tanh_boltzmann_log_prob
-from rfm_jax.networks import BLOCKS, CriticEnsemble, VelocityNet
+from rfm_jax.networks import BLOCKS, VelocityNet
 
 Array = jax.Array
 POLICIES = ("flow", "diffusion")
@@ -66,6 +65,18 @@ def current_temperature(hyper: RFMHyper, updates: Array) -> Array:
     return jnp.exp(log_l0 + (log_l1 - log_l0) * frac)
 
 
+def check_hyper(hyper: RFMHyper) -> None:
+    """A one-line ValueError naming the first out-of-range field (every value of a swept leaf)."""
+    name = "rfm"
+    core.check_leaf(name, "temperature", hyper.temperature, lambda v: v > 0, "> 0")
+    if hyper.temperature_final is not None:
+        core.check_leaf(name, "temperature_final", hyper.temperature_final, lambda v: v > 0, "> 0 (or None: constant)")
+    core.check_leaf(name, "temperature_steps", hyper.temperature_steps, lambda v: v > 0, "> 0")
+    core.check_common_hyper(name, hyper)
+    core.check_leaf(name, "ridge", hyper.ridge, lambda v: v >= 0, ">= 0")
+    core.check_leaf(name, "clip", hyper.clip, lambda v: v > 0, "> 0")
+
+
 @struct.dataclass
 class RFMState:
     actor_params: dict
@@ -75,15 +86,6 @@ class RFMState:
     critic_opt_state: optax.OptState  # one Adam state per critic (leading axis K)
     hyper: RFMHyper
     updates: Array  # [] int32
-
-
-class RFMAgent(NamedTuple):
-    """``init(key, hyper) -> state``; ``act(state, key, obs [O], greedy) -> a [A]``;
-    ``update(state, key, batch Transition[B]) -> (state, metrics)``.  ``greedy`` is static."""
-
-    init: callable
-    act: callable
-    update: callable
 
 
 def resolve_sample_chunk(sample_chunk, num_particles: int) -> int | None:
@@ -134,7 +136,7 @@ def make_rfm(
     grad_clip: float = 10.0,
     particle_batch: int | str | None = "auto",
     sample_chunk: int | str | None = "auto",
-) -> RFMAgent:
+) -> core.Agent:
     """Build the agent's pure functions; every argument is static (shapes, counts, modes).
 
     policy: "flow" (linear path, velocity net, Euler) or "diffusion" (epsilon net, DDIM).
@@ -154,7 +156,7 @@ def make_rfm(
     for arg, value in (("obs_dim", obs_dim), ("action_dim", action_dim), ("num_posterior_particles",
                        num_posterior_particles), ("num_train_particles", num_train_particles),
                        ("num_data_particles", num_data_particles), ("num_eval_particles", num_eval_particles),
-                       ("num_ode_steps", num_ode_steps), ("num_critics", num_critics), ("actor_width", actor_width),
+                       ("num_ode_steps", num_ode_steps), ("actor_width", actor_width),
                        ("actor_blocks", actor_blocks), ("actor_embed_dim", actor_embed_dim)):
         check_positive_int(name, arg, value)
     for arg, value, allowed in (("policy", policy, POLICIES), ("proposal", proposal, PROPOSALS),
@@ -172,91 +174,53 @@ def make_rfm(
             check_positive_int(name, arg, value)
     if not 0.0 < t_min < 0.5:
         raise ValueError(f"{name}: `t_min` must lie in (0, 0.5), got {t_min}.")
-    for arg, value in (("actor_lr", actor_lr), ("critic_lr", critic_lr), ("grad_clip", grad_clip)):
-        if not value > 0:
-            raise ValueError(f"{name}: `{arg}` must be > 0, got {value}.")
+    core.check_positive(name, actor_lr=actor_lr)
 
+    critics = core.make_critics(num_critics=num_critics, hidden=critic_hidden, lr=critic_lr, grad_clip=grad_clip,
+                                name=name)
     if policy == "flow":
         schedule = schedules.linear()
     else:
         schedule = schedules.cosine() if diffusion_schedule == "cosine" else schedules.vp()
     actor = VelocityNet(obs_dim, action_dim, actor_width, actor_blocks, actor_embed_dim, actor_block)
-    critic = CriticEnsemble(num_critics, tuple(critic_hidden))
     actor_opt = optax.chain(optax.clip_by_global_norm(grad_clip), optax.adam(actor_lr))
-    critic_opt = optax.chain(optax.clip_by_global_norm(grad_clip), optax.adam(critic_lr))  # vmapped over critics
     chunk = resolve_sample_chunk(sample_chunk, num_train_particles)
+    ode = dict(policy=policy, schedule=schedule, num_steps=num_ode_steps, t_min=t_min)
 
     def init(key: Array, hyper: RFMHyper) -> RFMState:
         key_actor, key_critic = jax.random.split(key)
         if hyper.temperature_final is None:
             hyper = hyper.replace(temperature_final=hyper.temperature)
-        obs, action = jnp.zeros((obs_dim,)), jnp.zeros((action_dim,))
-        actor_params = actor.init(key_actor, obs, action, jnp.zeros(()), jnp.ones(()))
-        critic_params = critic.init(key_critic, obs, action)
+        actor_params = actor.init(key_actor, jnp.zeros((obs_dim,)), jnp.zeros((action_dim,)), jnp.zeros(()),
+                                  jnp.ones(()))
+        critic_params, critic_opt_state = critics.init(key_critic, obs_dim, action_dim)
         return RFMState(
             actor_params=actor_params,
             critic_params=critic_params,
             target_critic_params=critic_params,
             actor_opt_state=actor_opt.init(actor_params),
-            critic_opt_state=jax.vmap(critic_opt.init)(critic_params),
+            critic_opt_state=critic_opt_state,
             hyper=jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), hyper),
             updates=jnp.zeros((), jnp.int32),
         )
 
     def q_min(critic_params, obs, action):
-        return jnp.min(critic.apply(critic_params, obs, action), axis=-1)
+        return jnp.min(critics.apply(critic_params, obs, action), axis=-1)
 
     def sample_select(actor_params, critic_params, key, obs, temperature, num_particles, greedy):
         """One latent u [A] at one state obs [O]: P particles through the ODE, then argmax-Q
-        (greedy) or a draw from softmax(Q / lambda)."""
-        key_start, key_select = jax.random.split(key)
+        (greedy) or a draw from softmax(Q / lambda) (``core.sample_select``)."""
         cond = actor.apply(actor_params, obs, temperature, method=actor.condition)
         model_fn = lambda x, t: actor.apply(actor_params, cond, x, t, method=actor.from_condition)  # noqa: E731
-        x_start = jax.random.normal(key_start, (num_particles, action_dim))
-        kwargs = dict(num_steps=num_ode_steps, t_start=t_min, t_end=1 - t_min)
-        if policy == "flow":
-            latents = schedules.sample_euler(model_fn, x_start, **kwargs)
-        else:
-            latents = schedules.sample_ddim(model_fn, x_start, schedule=schedule, **kwargs)
-        q = q_min(critic_params, obs, jnp.tanh(latents))
-        idx = jnp.argmax(q) if greedy else jax.random.categorical(key_select, q / temperature)
-        return latents[idx]
+        return core.sample_select(key, model_fn, lambda a: q_min(critic_params, obs, a), num_particles=num_particles,
+                                  action_dim=action_dim, temperature=temperature, greedy=greedy, **ode)
 
     def act(state: RFMState, key: Array, obs: Array, greedy: bool = False) -> Array:
-        check_rank("RFMAgent.act", "obs", obs, 1, "[O]")
+        check_rank("rfm.act", "obs", obs, 1, "[O]")
         temperature = current_temperature(state.hyper, state.updates)
         particles = num_eval_particles if greedy else num_data_particles
         u = sample_select(state.actor_params, state.critic_params, key, obs, temperature, particles, greedy)
         return jnp.tanh(u)
-
-    def sample_batch(state, key, obs, temperature):
-        """Selected latents [N, A] at obs [N, O], pre-update critics, in chunks of ``chunk`` states."""
-        fn = lambda key_i, obs_i: sample_select(state.actor_params, state.critic_params, key_i, obs_i,  # noqa: E731
-                                                temperature, num_train_particles, False)
-        keys = jax.random.split(key, obs.shape[0])
-        if chunk is None:
-            return jax.vmap(fn)(keys, obs)
-        return jax.lax.map(lambda args: fn(*args), (keys, obs), batch_size=chunk)
-
-    def critic_step(state, batch, u_next):
-        """Per-critic TD losses [K], clips and Adam steps; returns (params, opt state, metrics)."""
-        target_q_t = critic.apply(state.target_critic_params, batch.next_obs, jnp.tanh(u_next))
-
-        def loss_fn(critic_params):
-            q_tm1 = critic.apply(critic_params, batch.obs, batch.action)
-            td = lambda q, r, d, tq: losses.critic_td_loss(q, r, d, tq, gamma=state.hyper.gamma)  # noqa: E731
-            _, aux = jax.vmap(td)(q_tm1, batch.reward, batch.discount, target_q_t)
-            loss_k = jnp.mean(aux.td_error**2, axis=0)  # [K]; critic k's loss depends on its params only
-            return jnp.sum(loss_k), (loss_k, q_tm1, aux.target)
-
-        grads, (loss_k, q_tm1, target) = jax.grad(loss_fn, has_aux=True)(state.critic_params)
-        updates, opt_state = jax.vmap(critic_opt.update)(grads, state.critic_opt_state)
-        params = optax.apply_updates(state.critic_params, updates)
-        norms = jax.vmap(optax.tree.norm)(grads)
-        metrics = {"critic_loss": jnp.mean(loss_k), "q_mean": jnp.mean(q_tm1),
-                   "q_std": jnp.std(jnp.min(q_tm1, axis=-1)), "td_target_mean": jnp.mean(target),
-                   "critic_grad_norm": jnp.mean(norms)}
-        return params, opt_state, metrics
 
     def actor_step(state, critic_params, key, batch, u1, temperature):
         """RFM regression of the policy network onto the posterior-mean targets."""
@@ -287,30 +251,33 @@ def make_rfm(
         return optax.apply_updates(state.actor_params, updates), opt_state, metrics
 
     def update(state: RFMState, key: Array, batch: replay.Transition):
-        check_rank("RFMAgent.update", "batch.obs", batch.obs, 2, "[B, O]")
+        check_rank("rfm.update", "batch.obs", batch.obs, 2, "[B, O]")
         batch_size = batch.obs.shape[0]
         key_sample, key_actor = jax.random.split(key)
         temperature = current_temperature(state.hyper, state.updates)
         # One sampler pass for s (on-policy endpoints) and s' (a'), selected with the pre-update critics.
         sample_obs = jnp.concatenate([batch.obs, batch.next_obs]) if proposal == "on_policy" else batch.next_obs
-        latents = jax.lax.stop_gradient(sample_batch(state, key_sample, sample_obs, temperature))
+        fn = lambda key_i, obs_i: sample_select(state.actor_params, state.critic_params, key_i, obs_i,  # noqa: E731
+                                                temperature, num_train_particles, False)
+        latents = jax.lax.stop_gradient(core.map_states(fn, key_sample, sample_obs, chunk))
         u_next = latents[-batch_size:]
         if proposal == "on_policy":
             u1 = latents[:batch_size]
         else:
             u1 = jnp.arctanh(jnp.clip(batch.action, -1 + 1e-6, 1 - 1e-6))
-        critic_params, critic_opt_state, critic_metrics = critic_step(state, batch, u_next)
+        target_q_t = critics.apply(state.target_critic_params, batch.next_obs, jnp.tanh(u_next))
+        critic_params, critic_opt_state, critic_metrics = critics.step(
+            state.critic_params, state.critic_opt_state, batch, target_q_t, state.hyper.gamma)
         actor_params, actor_opt_state, actor_metrics = actor_step(state, critic_params, key_actor, batch, u1,
                                                                   temperature)
         new_state = state.replace(
             actor_params=actor_params,
             critic_params=critic_params,
-            target_critic_params=optax.incremental_update(critic_params, state.target_critic_params,
-                                                          state.hyper.tau),
+            target_critic_params=core.polyak(critic_params, state.target_critic_params, state.hyper.tau),
             actor_opt_state=actor_opt_state,
             critic_opt_state=critic_opt_state,
             updates=state.updates + 1,
         )
         return new_state, {**critic_metrics, **actor_metrics, "temperature": temperature}
 
-    return RFMAgent(init=init, act=act, update=update)
+    return core.Agent(name="rfm", init=init, act=act, update=update, hyper=RFMHyper(), check_hyper=check_hyper)
