@@ -8,7 +8,7 @@ from ml_collections import config_dict
 
 
 def protocol(task: str) -> config_dict.ConfigDict:
-    """The run fields of every agent at the reference protocol (docs/method.md section 8)."""
+    """The run fields of every agent at the reference protocol (docs/method.md sections 7 and 9)."""
     c = config_dict.ConfigDict()
     c.task = task  # DMC task, domain-task (e.g. cheetah-run, finger-turn_hard)
     c.seed = 0  # seeds are seed, seed + 1, ..., seed + num_seeds - 1

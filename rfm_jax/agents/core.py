@@ -9,7 +9,7 @@ Interface (``Agent``), for one seed (vmap it over seeds and sweeps):
     check_hyper(hyper) -> None: a one-line ValueError naming the first bad field (leaves may be
         arrays: a sweep checks every value)
 
-Critic ensemble (K critics, per-critic loss, clip and Adam; docs/method.md section 7):
+Critic ensemble (K critics, per-critic loss, clip and Adam; docs/method.md sections 7 and 8):
 
     y_b     = r_b + gamma d_b (min_k Qbar_k(s'_b, a'_b) - alpha log pi(a'_b | s'_b))   (alpha = 0: hard backup)
     L_k     = mean_b (Q_k(s_b, a_b) - y_b)^2,   each critic clipped and stepped on its own
