@@ -106,19 +106,19 @@ def make_step_fns(
         return state.replace(key=key, env_steps=state.env_steps + 1), actions, {}
 
     def train_step(state: TrainState, transitions, valid, obs):
-        state = _add(state, transitions, valid, obs)
+        check_rank(name, "obs", obs, 2, "[E, O]")
         key, key_updates, key_act = jax.random.split(state.key, 3)
-
-        def one_update(agent_state, key_update):
-            key_batch, key_agent = jax.random.split(key_update)
-            batch = replay.sample(state.replay, key_batch, batch_size)
-            return agent.update(agent_state, key_agent, batch)
-
-        agent_state, metrics = jax.lax.scan(one_update, state.agent, jax.random.split(key_updates, updates_per_step))
+        key_batches, key_agents = jnp.moveaxis(
+            jax.vmap(jax.random.split)(jax.random.split(key_updates, updates_per_step)), 1, 0)
+        # Every update's batch is drawn from the buffer with the new transitions, before the update
+        # loop and without a copy of the buffer (``replay.add_and_sample``).
+        buffer, batches = replay.add_and_sample(state.replay, transitions, valid, key_batches, batch_size)
+        agent_state, metrics = jax.lax.scan(lambda s, inputs: agent.update(s, *inputs), state.agent,
+                                            (key_agents, batches))
         metrics = jax.tree.map(jnp.mean, metrics)
         act_keys = jax.random.split(key_act, obs.shape[0])
         actions = jax.vmap(agent.act, (None, 0, 0, None))(agent_state, act_keys, obs, False)
-        new_state = state.replace(agent=agent_state, key=key, env_steps=state.env_steps + 1)
+        new_state = state.replace(agent=agent_state, replay=buffer, key=key, env_steps=state.env_steps + 1)
         return new_state, actions, metrics
 
     def eval_act(agent_state, key: Array, obs: Array) -> Array:

@@ -17,6 +17,9 @@ TINY = {
                 num_ode_steps=2, actor_width=16, actor_blocks=1, actor_embed_dim=4, critic_hidden=(32, 32),
                 critic_lr=3e-3),
     "sac": dict(actor_hidden=(16, 16), critic_hidden=(32, 32), critic_lr=3e-3),
+    "qne": dict(num_posterior_particles=4, num_train_particles=3, num_data_particles=3, num_eval_particles=3,
+                num_ode_steps=2, actor_width=16, actor_blocks=1, actor_embed_dim=4, critic_hidden=(32, 32),
+                critic_lr=3e-3),
 }
 
 
@@ -75,7 +78,8 @@ def test_registry_and_factories_name_bad_arguments():
 
 
 @pytest.mark.parametrize("name, field, value", [("rfm", "temperature", 0.0), ("rfm", "tau", 1.5),
-                                                ("sac", "init_alpha", -1.0), ("sac", "gamma", 2.0)])
+                                                ("sac", "init_alpha", -1.0), ("sac", "gamma", 2.0),
+                                                ("qne", "temperature", -1.0)])
 def test_check_hyper_names_the_field_for_every_swept_value(name, field, value):
     agent = make_agent(name, obs_dim=OBS, action_dim=ACT, **TINY[name])
     agent.check_hyper(agent.hyper)
@@ -118,3 +122,20 @@ def test_a_swept_value_trains_as_its_own_run():
             np.testing.assert_allclose(a, b[i], rtol=2e-5, atol=2e-6)
     differ = [not np.allclose(x[0], x[1]) for x in jax.tree.leaves(swept.actor_params)]
     assert any(differ)
+
+
+def test_qne_is_rfm_with_a_diffusion_policy_and_eta_zero():
+    """QNE's update is RFM's with policy="diffusion", control_variate="none" (the eta = 0 estimator):
+    the same parameters after three updates from the same keys."""
+    kwargs = dict(obs_dim=OBS, action_dim=ACT, **TINY["qne"])
+    qne = make_agent("qne", **kwargs)
+    rfm = make_agent("rfm", policy="diffusion", diffusion_schedule="cosine", control_variate="none", **kwargs)
+    batch = _batch(jax.random.PRNGKey(1))
+    states = [agent.init(jax.random.PRNGKey(0), agent.hyper) for agent in (qne, rfm)]
+    for step in range(3):
+        key = jax.random.PRNGKey(10 + step)
+        states = [jax.jit(agent.update)(state, key, batch)[0] for agent, state in zip((qne, rfm), states, strict=True)]
+    jax.tree.map(np.testing.assert_array_equal, states[0].actor_params, states[1].actor_params)
+    assert qne.name == "qne"
+    with pytest.raises(ValueError, match="control_variate"):
+        make_agent("qne", control_variate="optimal", **kwargs)

@@ -36,18 +36,11 @@ def test_ci_runs_readme_test_command():
     assert install in ci_script and run_tests in ci_script
 
 
-def test_readme_main_job_config_is_valid():
+def test_readme_main_job_config_is_valid(run_script):
     """The main job's --config (and every documented run.py config) passes run.py's validation."""
-    import importlib.util
     import shlex
 
-    root = README.parent
-    spec = importlib.util.spec_from_file_location("run_script", root / "experiments" / "run.py")
-    run_script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(run_script)
-    spec = importlib.util.spec_from_file_location("rfm_configs", root / "experiments" / "configs" / "rfm.py")
-    configs = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(configs)
+    from configs import rfm as configs
     commands = re.findall(r"```bash\n(.*?)\n```", README.read_text(), re.S)
     main = next(c for c in commands if "experiments/run.py" in c)
     args = [a for a in shlex.split(main.rpartition(" && ")[2]) if a.startswith("--config")]

@@ -95,23 +95,45 @@ def test_existing_workdir_needs_resume_and_resume_needs_a_run(full_run, tmp_path
 @pytest.mark.parametrize(
     "flag, field",
     [
-        ("--config.task=cheetah-sprint", "config.task"),
-        ("--config.agent.num_posterior_particles=0", "config.agent.num_posterior_particles"),
-        ("--config.batch_size=5000", "config.batch_size"),
-        ("--config.hyper.temperature=0.0", "config.hyper.temperature"),
-        ("--config.eval_mode=random", "config.eval_mode"),
-        ("--config.agent.num_eval_particles=0", "config.agent.num_eval_particles"),
-        ("--config.agent.actor_block=wide", "config.agent.actor_block"),
-        ("--config.sweep.actor_width=8,16", "config.sweep.actor_width"),
-        ("--config.sweep.temperature=0.1,x", "config.sweep.temperature"),
-        ("--config.sweep.temperature=0.1,-0.1", "config.hyper.temperature"),
-        ("--config.algo=ppo", "config.algo"),
+        ("--config.task=cheetah-sprint", "config.task"),  # run.py's own check
+        ("--config.agent.num_posterior_particles=0", "config.agent.num_posterior_particles"),  # the factory's
+        ("--config.sweep.actor_width=8,16", "config.sweep.actor_width"),  # a static field swept
     ],
 )
 def test_invalid_config_fails_before_compiling(tmp_path, flag, field):
     proc = _run(str(tmp_path / "bad"), flag, check=False)
     assert proc.returncode != 0 and field in proc.stderr, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr and not os.path.exists(tmp_path / "bad")
+
+
+@pytest.mark.parametrize(
+    "overrides, field",
+    [
+        ({"batch_size": 5000}, "config.batch_size"),
+        ({"hyper.temperature": 0.0}, "config.hyper.temperature"),
+        ({"eval_mode": "random"}, "config.eval_mode"),
+        ({"agent.num_eval_particles": 0}, "config.agent.num_eval_particles"),
+        ({"agent.actor_block": "wide"}, "config.agent.actor_block"),
+        ({"sweep.temperature": "0.1,x"}, "config.sweep.temperature"),
+        ({"sweep.temperature": "0.1,-0.1"}, "config.hyper.temperature"),
+        ({"algo": "ppo"}, "config.algo"),
+    ],
+)
+def test_every_bad_field_is_named_by_validate_or_setup(overrides, field, run_script):
+    """The same checks as above in-process (run.validate, then the agent's checks in run.setup)."""
+    from absl import app
+    from configs import rfm
+
+    run_py = run_script
+
+    config = rfm.get_config("smoke")
+    config.update_from_flattened_dict(overrides)
+    message = "\n".join(run_py.validate(config))
+    if not message:
+        with pytest.raises(app.UsageError) as error:
+            run_py.setup(config)
+        message = str(error.value)
+    assert field in message, message
 
 
 def test_plot_curves_writes_png_and_returns(full_run, tmp_path):
@@ -192,3 +214,19 @@ def test_compare_runs_a_grid_and_writes_a_table_and_curves(tmp_path):
     assert (tmp_path / "curves_cartpole-swingup.png").read_bytes()[:4] == b"\x89PNG"
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert again.returncode == 0 and again.stdout.count("skipped") == 2
+
+
+@pytest.mark.parametrize("algo", ["qne"])
+def test_every_other_agent_runs_its_smoke_preset(algo, tmp_path):
+    """The agents not run above (rfm: full_run, sac: the sweep) through run.py: every output written."""
+    config = "--config=" + os.path.join(ROOT, "experiments", "configs", f"{algo}.py") + ":smoke"
+    cmd = [sys.executable, RUN, config, f"--workdir={tmp_path}", "--progress=false", "--config.num_seeds=1",
+           "--config.total_steps=150"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "MUJOCO_GL": "disable"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.load(open(tmp_path / "summary.json"))
+    assert summary["algo"] == algo and summary["runs"] == ["seed0"]
+    rows = [json.loads(line) for line in open(tmp_path / "metrics" / "train_seed0.jsonl")]
+    assert rows[-1]["step"] == 150 and rows[-1]["critic_loss"] is not None and rows[-1]["actor_loss"] is not None
+    assert [json.loads(line)["step"] for line in open(tmp_path / "metrics" / "eval_seed0.jsonl")] == [0, 150]
+    assert os.path.isdir(tmp_path / "checkpoints" / "150")

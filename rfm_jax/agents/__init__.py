@@ -6,12 +6,13 @@ registry so that the training loop, the scripts and the configs name agents by s
     state = agent.init(key, agent.hyper.replace(gamma=0.98))
 """
 
-from rfm_jax.agents import core, rfm, sac
+from rfm_jax.agents import core, qne, rfm, sac
 from rfm_jax.agents.core import Agent
+from rfm_jax.agents.qne import make_qne
 from rfm_jax.agents.rfm import RFMHyper, RFMState, current_temperature, make_rfm
 from rfm_jax.agents.sac import SACHyper, SACState, make_sac
 
-REGISTRY = {"rfm": make_rfm, "sac": sac.make_sac}
+REGISTRY = {"qne": make_qne, "rfm": make_rfm, "sac": sac.make_sac}
 
 
 def make_agent(name: str, **kwargs) -> Agent:
@@ -22,4 +23,4 @@ def make_agent(name: str, **kwargs) -> Agent:
 
 
 __all__ = ["REGISTRY", "Agent", "RFMHyper", "RFMState", "SACHyper", "SACState", "core", "current_temperature",
-           "make_agent", "make_rfm", "make_sac", "rfm", "sac"]
+           "make_agent", "make_qne", "make_rfm", "make_sac", "qne", "rfm", "sac"]
