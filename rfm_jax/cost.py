@@ -24,9 +24,10 @@ def update_macs(*, obs_dim: int, action_dim: int, batch_size: int, num_posterior
                 num_train_particles: int, num_data_particles: int, num_ode_steps: int, actor_width: int,
                 actor_blocks: int, actor_embed_dim: int = 128, actor_block: str = "reference",
                 critic_hidden=(256, 256), num_critics: int = 2, proposal: str = "on_policy",
-                shared_first_layer: bool = True, **_unused) -> dict:
+                control_variate: str = "optimal", shared_first_layer: bool = True, **_unused) -> dict:
     """MACs of one update by part (``sampling``, ``selection_q``, ``posterior``, ``regression``,
-    ``critic``), their ``total``, and ``act`` (one training action at one state)."""
+    ``critic``), their ``total``, and ``act`` (one training action at one state).  The posterior's
+    particles need the critics' input gradient unless ``control_variate="none"`` (eta = 0, QNE)."""
     w, e, a, o = actor_width, actor_embed_dim, action_dim, obs_dim
     trunk = actor_blocks * w * w * (2 if actor_block == "prenorm" else 1) + w * a
     full_row = (o + a + 2 * e) * w + trunk
@@ -44,7 +45,8 @@ def update_macs(*, obs_dim: int, action_dim: int, batch_size: int, num_posterior
     parts = {
         "sampling": sampling(states, num_train_particles),
         "selection_q": states * (num_train_particles * q_action + q_state),
-        "posterior": batch_size * (num_posterior_particles * 2 * q_action + q_state),
+        "posterior": batch_size * (num_posterior_particles * (1 if control_variate == "none" else 2) * q_action
+                                   + q_state),
         "regression": 3 * batch_size * full_row,
         "critic": 4 * batch_size * q_full,  # target Q forward + online forward and backward
     }
@@ -53,4 +55,9 @@ def update_macs(*, obs_dim: int, action_dim: int, batch_size: int, num_posterior
     return parts
 
 
-COSTS = {"rfm": update_macs}  # agent name -> MAC counter (experiments/run.py --dry_run)
+def qne_update_macs(**kwargs) -> dict:
+    """``update_macs`` of QNE: RFM's update with the eta = 0 estimator (no input gradients)."""
+    return update_macs(**{**kwargs, "control_variate": "none"})
+
+
+COSTS = {"rfm": update_macs, "qne": qne_update_macs}  # agent name -> MAC counter (experiments/run.py --dry_run)

@@ -66,8 +66,8 @@ def _slots(state: ReplayState, batch: Transition, valid: Array | None, name: str
     return slots, jnp.sum(valid.astype(jnp.int32))
 
 
-def _write(state: ReplayState, data: Transition, batch: Transition, slots: Array, count: Array) -> ReplayState:
-    data = jax.tree.map(lambda buf, x: buf.at[slots].set(x.astype(buf.dtype), mode="drop"), data, batch)
+def _write(state: ReplayState, batch: Transition, slots: Array, count: Array) -> ReplayState:
+    data = jax.tree.map(lambda buf, x: buf.at[slots].set(x.astype(buf.dtype), mode="drop"), state.data, batch)
     return ReplayState(
         data=data,
         ptr=(state.ptr + count) % state.capacity,
@@ -81,7 +81,7 @@ def add(state: ReplayState, batch: Transition, valid: Array | None = None) -> Re
     B must not exceed the capacity.
     """
     slots, count = _slots(state, batch, valid, "replay.add")
-    return _write(state, state.data, batch, slots, count)
+    return _write(state, batch, slots, count)
 
 
 def sample(state: ReplayState, key: Array, batch_size: int) -> Transition:
@@ -116,4 +116,4 @@ def add_and_sample(state: ReplayState, batch: Transition, valid: Array | None, k
     zero = sum(jnp.sum(x) for x in jax.tree.leaves(batches)) * 0.0
     one = 1.0 + jnp.where(jnp.isfinite(zero), zero, 0.0)
     batch = jax.tree.map(lambda x: x * one.astype(x.dtype), batch)
-    return _write(state, state.data, batch, slots, count), batches
+    return _write(state, batch, slots, count), batches

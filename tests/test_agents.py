@@ -139,3 +139,5 @@ def test_qne_is_rfm_with_a_diffusion_policy_and_eta_zero():
     assert qne.name == "qne"
     with pytest.raises(ValueError, match="control_variate"):
         make_agent("qne", control_variate="optimal", **kwargs)
+    with pytest.raises(ValueError, match="^make_qne: `num_posterior_particles`"):
+        make_agent("qne", **{**kwargs, "num_posterior_particles": 0})

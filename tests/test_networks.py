@@ -109,3 +109,17 @@ def test_orthogonal_init_equals_flax_qr_init_for_the_same_key(shape):
     np.testing.assert_allclose(ours, flax_qr, atol=2e-4)
     batched = jax.vmap(orthogonal(1.0), (0, None))(jax.random.split(key, 3), shape)  # no LAPACK under vmap
     assert batched.shape == (3, *shape) and np.all(np.isfinite(batched))
+
+
+def test_update_macs_match_method_and_qne_skips_the_input_gradient():
+    """docs/method.md 7.2 at the reference settings; QNE's eta = 0 posterior is forward only."""
+    from rfm_jax.cost import COSTS
+
+    settings = dict(obs_dim=17, action_dim=6, batch_size=256, num_posterior_particles=100, num_train_particles=32,
+                    num_data_particles=32, num_ode_steps=10, actor_width=256, actor_blocks=2)
+    rfm, qne = COSTS["rfm"](**settings), COSTS["qne"](**settings)
+    assert round(rfm["total"] / 1e9, 1) == 31.4 and round(rfm["posterior"] / 1e9, 2) == 6.90
+    assert round(COSTS["rfm"](**settings, shared_first_layer=False)["total"] / 1e9, 1) == 43.4
+    state_part = 256 * 2 * 17 * 256  # the critics' state columns, once per state
+    assert qne["posterior"] - state_part == (rfm["posterior"] - state_part) // 2
+    assert qne["sampling"] == rfm["sampling"]

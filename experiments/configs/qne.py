@@ -18,15 +18,14 @@ from rfm_jax.agents.qne import FIXED
 def reference(task: str = "cheetah-run") -> config_dict.ConfigDict:
     c = rfm_configs.reference(task)
     c.algo = "qne"  # agent in rfm_jax.agents.REGISTRY
-    agent = config_dict.ConfigDict({k: v for k, v in c.agent.items() if k not in FIXED})
-    c.agent = agent
+    c.agent = config_dict.ConfigDict({k: v for k, v in c.agent.items() if k not in FIXED})
     c.agent.num_ode_steps = 20  # DDIM steps from t_min to 1 - t_min (QNE: 20)
     c.hyper = config_dict.ConfigDict({k: v for k, v in c.hyper.items() if k not in ("ridge", "clip", "eta")})
     return common.add_sweep(c)
 
 
-CPU = {k: v for k, v in rfm_configs.CPU.items()}
-SMOKE = {k: v for k, v in rfm_configs.SMOKE.items()}
+CPU = dict(rfm_configs.CPU)  # the same sizes as RFM's presets
+SMOKE = dict(rfm_configs.SMOKE)
 
 cpu = common.preset(reference, CPU)
 smoke = common.preset(reference, SMOKE)

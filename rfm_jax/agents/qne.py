@@ -28,6 +28,9 @@ def make_qne(*, num_ode_steps: int = 20, diffusion_schedule: str = "cosine", **k
     for arg in FIXED:
         if arg in kwargs:
             raise ValueError(f"make_qne: `{arg}` is fixed by QNE (diffusion, eta = 0); use make_rfm to change it.")
-    agent = make_rfm(policy="diffusion", control_variate="none", diffusion_schedule=diffusion_schedule,
-                     num_ode_steps=num_ode_steps, **kwargs)
+    try:
+        agent = make_rfm(policy="diffusion", control_variate="none", diffusion_schedule=diffusion_schedule,
+                         num_ode_steps=num_ode_steps, **kwargs)
+    except ValueError as error:  # the same checks, named after this factory
+        raise ValueError(str(error).replace("make_rfm:", "make_qne:", 1)) from None
     return agent._replace(name="qne", hyper=RFMHyper())
