@@ -16,7 +16,6 @@ def run_script():
     """experiments/run.py imported once per session (it defines absl flags, which a second import
     under another module name would define twice), with experiments/ on sys.path for ``configs``."""
     import importlib
-    import os
     import sys
 
     experiments = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments")
