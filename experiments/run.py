@@ -9,7 +9,8 @@ and swept hyperparameter values in one program.
     python experiments/run.py --config=... --workdir=runs/demo --resume                      # continue a killed run
     python experiments/run.py --config=experiments/configs/rfm.py:cheetah-run --dry_run        # check, build, count
 
-Writes <workdir>/config.json, metrics/{train,eval}_<run>.jsonl and tb/<run>/ (TensorBoard; run names
+Writes <workdir>/config.json, provenance.json (versions, devices, git commit and command of every
+session), metrics/{train,eval}_<run>.jsonl and tb/<run>/ (TensorBoard; run names
 seed{s} or seed{s}_<field><value> in a sweep, with HParams) and checkpoints/ (orbax: params,
 optimiser states, replay buffers, PRNG keys, counters, env states).  Ctrl-C or SIGTERM saves a
 checkpoint and exits; --resume continues exactly where it stopped.
@@ -45,7 +46,7 @@ flags.DEFINE_bool("dry_run", False, "Validate the config, build the agent, print
                   "GMAC, and exit before training.")
 flags.mark_flags_as_required(["config"])
 
-RESUMABLE_CHANGES = ("total_steps",)  # fields that may differ between a run and its resume
+RESUMABLE_CHANGES = ("total_steps", "video")  # fields that may differ between a run and its resume
 
 
 def _positive(errors, name, value, minimum=1):
@@ -70,6 +71,10 @@ def validate(config) -> list[str]:
         _positive(errors, name, config[name])
     _positive(errors, "seed", config.seed, 0)
     _positive(errors, "warmup_steps", config.warmup_steps, 1)  # the first update needs a stored transition
+    if isinstance(config.warmup_steps, int) and isinstance(config.total_steps, int):
+        if config.warmup_steps > config.total_steps:
+            errors.append(f"config.warmup_steps ({config.warmup_steps}) exceeds config.total_steps "
+                          f"({config.total_steps}): the run would never update")
     if config.eval_mode not in EVAL_MODES:
         errors.append(f"config.eval_mode must be one of {EVAL_MODES}, got {config.eval_mode!r}")
     if isinstance(config.batch_size, int) and isinstance(config.replay_capacity, int):
@@ -121,14 +126,31 @@ def _latest_checkpoint(workdir: str) -> int | None:
     return max(steps, default=None)
 
 
+def _flat(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def _check_resume(workdir: str, config) -> None:
+    """Refuse a resume whose config differs from the run's (naming every differing field, nested
+    ones as agent.actor_lr) or whose total_steps lies before the newest checkpoint."""
     with open(os.path.join(workdir, "config.json")) as f:
-        saved = json.load(f)
-    current = json.loads(config.to_json())
+        saved = _flat(json.load(f))
+    current = _flat(json.loads(config.to_json()))
     changed = [k for k in sorted(set(saved) | set(current)) if saved.get(k) != current.get(k)
                and k not in RESUMABLE_CHANGES]
     if changed:
-        raise app.UsageError(f"--resume: config fields differ from {workdir}/config.json: {', '.join(changed)}")
+        raise app.UsageError(f"--resume: config fields differ from {workdir}/config.json: "
+                             + ", ".join(f"{k} ({saved.get(k)!r} -> {current.get(k)!r})" for k in changed))
+    latest = _latest_checkpoint(workdir)
+    if latest is not None and config.total_steps < latest:
+        raise app.UsageError(f"--resume: config.total_steps ({config.total_steps}) is below the newest "
+                             f"checkpoint's step ({latest}) in {workdir}")
 
 
 class Progress:
@@ -180,6 +202,24 @@ def dry_run(config) -> None:
     print(json.dumps(out))
 
 
+PROVENANCE = "provenance.json"  # in the workdir: one entry per session (the first run and each --resume)
+
+
+def record_provenance(workdir: str) -> None:
+    """Append this session's ``rfm_jax.runtime.provenance()`` (versions, devices, git commit, command)
+    with its start time to ``<workdir>/provenance.json``."""
+    from rfm_jax.runtime import provenance
+
+    path = os.path.join(workdir, PROVENANCE)
+    sessions = []
+    if os.path.exists(path):
+        with open(path) as f:
+            sessions = json.load(f)
+    sessions.append({"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "resume": FLAGS.resume, **provenance()})
+    with open(path, "w") as f:
+        json.dump(sessions, f, indent=2)
+
+
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint step at INFO
@@ -203,8 +243,9 @@ def main(argv):
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, "config.json"), "w") as f:
         f.write(config.to_json(indent=2))
+    record_provenance(workdir)
 
-    from rfm_jax.loop import train
+    from rfm_jax.loop import NonFiniteError, train
 
     seeds = [config.seed + i for i in range(config.num_seeds)]
     start = _latest_checkpoint(workdir) if FLAGS.resume else 0
@@ -212,7 +253,23 @@ def main(argv):
     sweep = sweep_values(config)
     print(f"Training {config.algo} on {config.task} with seeds {seeds}"
           + (f" x sweep {sweep}" if sweep else "") + f" into {workdir}", flush=True)
-    summary = train(
+    try:
+        summary = _train(train, config, workdir, seeds, sweep, progress)
+    except NonFiniteError as error:
+        if progress is not None:
+            progress.close()
+        print(f"run.py: {error}", file=sys.stderr, flush=True)
+        sys.exit(1)
+    if progress is not None:
+        progress.close()
+    summary["provenance"] = PROVENANCE
+    with open(os.path.join(workdir, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=2, allow_nan=False)
+    print(json.dumps(summary), flush=True)
+
+
+def _train(train, config, workdir, seeds, sweep, progress) -> dict:
+    return train(
         task=config.task, seeds=seeds, workdir=workdir, algo=config.algo, agent_kwargs=agent_kwargs(config),
         hyper=dict(config.hyper), sweep=sweep,
         num_envs=config.num_envs, total_steps=config.total_steps, warmup_steps=config.warmup_steps,
@@ -220,13 +277,25 @@ def main(argv):
         eval_every=config.eval_every, eval_episodes=config.eval_episodes, eval_mode=config.eval_mode,
         log_every=config.log_every,
         checkpoint_every=config.checkpoint_every, resume=FLAGS.resume, stop_after=FLAGS.stop_after, progress=progress,
+        video=config.video,
     ).summary
-    if progress is not None:
-        progress.close()
-    with open(os.path.join(workdir, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
-    print(json.dumps(summary), flush=True)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, with a one-line error (exit 2) for an override of a field the config
+    does not have, e.g. ``--config.agent.foo=1`` or a sweep of a field the agent fixes."""
+    try:
+        return FLAGS(argv)
+    except (AttributeError, KeyError) as error:
+        field = str(error).strip("\"'")
+        flag = next((a.split("=")[0] for a in argv[1:] if a.startswith("--config.") and
+                     a.split("=")[0].rsplit(".", 1)[-1] == field), f"--config...{field}")
+        print(f"run.py: {flag}: the config has no field `{field}`", file=sys.stderr)
+        sys.exit(2)
+    except flags.Error as error:
+        print(f"run.py: {error}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

@@ -60,4 +60,27 @@ def qne_update_macs(**kwargs) -> dict:
     return update_macs(**{**kwargs, "control_variate": "none"})
 
 
-COSTS = {"rfm": update_macs, "qne": qne_update_macs}  # agent name -> MAC counter (experiments/run.py --dry_run)
+def qvpo_update_macs(*, batch_size: int, num_train_particles: int, **kwargs) -> dict:
+    """``update_macs`` of QVPO: no posterior; the regression runs on all P samples of each state and on
+    as many uniform actions (the entropy term)."""
+    parts = update_macs(batch_size=batch_size, num_train_particles=num_train_particles, num_posterior_particles=0,
+                        control_variate="none", **kwargs)
+    parts["regression"] *= 2 * num_train_particles
+    parts["posterior"] = 0
+    parts["total"] = sum(v for k, v in parts.items() if k not in ("total", "act"))
+    return parts
+
+
+def qsm_update_macs(*, obs_dim: int, action_dim: int, batch_size: int, **kwargs) -> dict:
+    """MACs of one QSM update: one sample at s' (a'), the critic step, and the regression plus one
+    critic input gradient (grad_a Q, counted under ``posterior``) per state; ``act`` is one sample."""
+    parts = update_macs(obs_dim=obs_dim, action_dim=action_dim, batch_size=batch_size, num_train_particles=1,
+                        num_data_particles=1, num_posterior_particles=1, proposal="replay", **kwargs)
+    parts["selection_q"] = 0
+    parts["total"] = sum(v for k, v in parts.items() if k not in ("total", "act"))
+    return parts
+
+
+# agent name -> MAC counter (experiments/run.py --dry_run); DQS is RFM's count (eta = 1 takes input gradients)
+COSTS = {"rfm": update_macs, "qne": qne_update_macs, "dqs": update_macs, "qvpo": qvpo_update_macs,
+         "qsm": qsm_update_macs}

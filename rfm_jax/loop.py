@@ -7,6 +7,11 @@ action), metrics, checkpoints and exact resume.  Any registered agent (``rfm_jax
         step every env on the host -> pending transitions for the next call
 
 SIGINT / SIGTERM finish the current step, save a checkpoint and return (a second signal aborts).
+
+Non-finite guard: every step's metrics (losses, Q statistics, gradient norms, ...) of every run
+are checked, and the whole train state before each checkpoint.  The first NaN or inf stops the
+run with ``NonFiniteError`` naming the metric, the run and the env step; a non-finite state is
+never checkpointed, so the newest checkpoint is always the last good one.
 """
 
 from __future__ import annotations
@@ -39,15 +44,40 @@ def _nan_to_none(x):
     return None if x is None or np.isnan(x) else float(x)
 
 
+class NonFiniteError(RuntimeError):
+    """A training metric (loss, Q statistic, gradient norm, ...) or the state about to be
+    checkpointed is NaN or infinite; the run stops without saving it (module docstring)."""
+
+
+def first_non_finite(metrics: dict) -> tuple[str, int, float] | None:
+    """(name, run index, value) of the first non-finite entry of ``metrics`` {name: [R]}, or None."""
+    for name in sorted(metrics):
+        values = np.asarray(metrics[name], np.float64).reshape(-1)
+        bad = ~np.isfinite(values)
+        if bad.any():
+            run = int(np.argmax(bad))
+            return name, run, float(values[run])
+    return None
+
+
+@jax.jit
+def runs_finite(state) -> jax.Array:
+    """[R] bool: whether every floating leaf of run r's part of ``state`` (leading axis R) is finite."""
+    flags = [jnp.all(jnp.isfinite(x.reshape(x.shape[0], -1)), axis=1) for x in jax.tree.leaves(state)
+             if jnp.issubdtype(x.dtype, jnp.floating) and x.ndim >= 1]
+    return jnp.all(jnp.stack(flags), axis=0)
+
+
 EVAL_MODES = ("fixed", "fresh")
 SETUP_FILE = "setup.json"  # in the workdir: task, agent name and arguments, hyper, seeds, sweep
 
 
 def evaluate(fns: StepFns, agent_state, *, task: str, seeds, episodes: int, eval_index: int,
-             mode: str = "fixed") -> np.ndarray:
+             mode: str = "fixed", recorders: list | None = None) -> np.ndarray:
     """Returns [R, episodes] of greedy episodes (NaN for an episode whose physics
     diverged).  ``mode="fixed"`` starts every evaluation from the same initial states and policy
-    noise (the reference protocol); ``"fresh"`` draws new ones from ``eval_index``."""
+    noise (the reference protocol); ``"fresh"`` draws new ones from ``eval_index``.  ``recorders``
+    (one ``envs.Recorder`` per run) film each run's first episode."""
     if mode not in EVAL_MODES:
         raise ValueError(f"evaluate: `mode` must be one of {EVAL_MODES}, got {mode!r}.")
     eval_index = 0 if mode == "fixed" else eval_index
@@ -59,10 +89,14 @@ def evaluate(fns: StepFns, agent_state, *, task: str, seeds, episodes: int, eval
     )
     returns = np.full((len(seeds), episodes), np.nan)
     for i in range(length):
+        for run, recorder in enumerate(recorders or ()):
+            recorder.add(env.envs[run][0])
         result = env.step(np.asarray(fns.eval_act(agent_state, keys[:, i], jnp.asarray(obs))))
         first = result.done & np.isnan(returns)
         returns[first] = result.episode_return[first]
         obs = result.obs
+    for recorder in recorders or ():
+        recorder.close()
     return returns
 
 
@@ -141,6 +175,7 @@ def train(
     resume: bool = False,
     stop_after: int | None = None,
     progress=None,
+    video: bool = False,
 ) -> Trained:
     """Train agent ``algo`` (built from ``agent_kwargs``; ``hyper`` overrides its default
     hyperparameters) on ``task`` for every run of ``seeds`` x ``sweep`` ({field: [values]}), in one
@@ -150,6 +185,9 @@ def train(
     absolute step, as a kill would).  A run with no checkpoint in ``workdir`` starts from scratch
     and overwrites its metrics.  A signal during an evaluation is handled after the evaluation.
     ``progress(step, total, info)`` is called every step with a dict of display values (or None).
+    ``video`` films each run's first evaluation episode at every evaluation to
+    ``<workdir>/videos/<run>/step<N>.mp4`` (``envs.Recorder``; without a renderer one warning is
+    logged and training goes on).
     """
     if eval_mode not in EVAL_MODES:
         raise ValueError(f"train: `eval_mode` must be one of {EVAL_MODES}, got {eval_mode!r}.")
@@ -168,6 +206,7 @@ def train(
     env = envs.BatchedEnv(task, seeds, num_envs)
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
     num_seeds = len(runs)
+    video_switch = {"on": bool(video)}  # shared by the recorders: off after the first failure
     start, elapsed0, meta = 0, 0.0, {}
     latest = ckpt.latest_step() if resume else None
     if latest is not None:
@@ -193,7 +232,19 @@ def train(
     step_sps = start
     end = total_steps if stop_after is None else min(total_steps, stop_after)
 
+    def stop_non_finite(what: str):
+        writer.close()
+        last_good = ckpt.latest_step()
+        ckpt.close()
+        kept = f"the last good checkpoint is step {last_good}" if last_good is not None else "no checkpoint was saved"
+        raise NonFiniteError(f"{what}; nothing was saved ({kept}). Lower the learning rates or clip, then "
+                             f"--resume from it, or start a new --workdir.")
+
     def save(step):
+        finite = np.asarray(runs_finite(state))
+        if not finite.all():
+            stop_non_finite(f"non-finite parameters or optimiser state in run {runs[int(np.argmin(finite))].name} "
+                            f"at env step {step}")
         host = {"envs": np.frombuffer(env.get_state(), np.uint8), "obs": obs, "valid": valid}
         host.update({f"pending_{f}": np.asarray(getattr(pending, f)) for f in replay.Transition._fields})
         ckpt.save(step, state, host, {"step": step, "wall_time": elapsed0 + time.time() - t0,
@@ -203,8 +254,12 @@ def train(
 
     def run_eval(step):
         nonlocal num_evals, last_eval
+        recorders = None
+        if video_switch["on"]:
+            recorders = [envs.Recorder(os.path.join(workdir, "videos", r.name, f"step{step}.mp4"), video_switch)
+                         for r in runs]
         returns = evaluate(fns, state.agent, task=task, seeds=seeds, episodes=eval_episodes, eval_index=num_evals,
-                           mode=eval_mode)
+                           mode=eval_mode, recorders=recorders)
         num_evals += 1
         last_eval = [_nanmean(r) for r in returns]
         writer.write("eval", step, elapsed0 + time.time() - t0,
@@ -219,6 +274,9 @@ def train(
             step_fn = fns.warmup_step if step < warmup_steps else fns.train_step
             state, actions, metrics = step_fn(state, pending, valid, jnp.asarray(obs))
             actions, metrics = jax.device_get((actions, metrics))  # one transfer per step
+            bad = first_non_finite(metrics)
+            if bad is not None:
+                stop_non_finite(f"non-finite {bad[0]} = {bad[2]} in run {runs[bad[1]].name} at env step {step + 1}")
             result = env.step(actions)
             pending = replay.Transition(obs, actions, result.reward, result.discount, result.next_obs)
             valid, obs = result.valid, result.obs
@@ -248,7 +306,8 @@ def train(
                              [{"hparam/last_eval_return": e if e is not None else np.nan} for e in last_eval])
     writer.close()
     ckpt.close()
-    summary = {"algo": algo, "step": step, "runs": [r.name for r in runs], "last_eval": last_eval,
+    summary = {"algo": algo, "step": step, "runs": [r.name for r in runs],
+               "last_eval": [None if e is None else _nan_to_none(e) for e in last_eval],
                "train_returns": [_nan_to_none(r) for r in train_returns],
                "physics_errors": env.physics_errors.tolist(), "wall_time": elapsed0 + time.time() - t0}
     return Trained(summary=summary, state=state, agent=agent, runs=runs, step_fns=fns)

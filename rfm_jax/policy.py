@@ -10,6 +10,7 @@ from the newest checkpoint, and the chosen run's state is sliced out of the run 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from typing import NamedTuple
@@ -40,7 +41,9 @@ class Policy(NamedTuple):
         return jax.vmap(_act(self.agent.act, greedy), (None, 0, 0))(self.state, keys, obs)
 
 
+@functools.lru_cache(maxsize=64)
 def _act(act, greedy):
+    """One compiled function per (agent act, mode): a policy called every env step compiles once."""
     return jax.jit(lambda state, key, obs: act(state, key, obs, greedy))
 
 

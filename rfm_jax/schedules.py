@@ -190,12 +190,15 @@ def sample_heun(velocity_fn: Callable, x_start: Array, *, num_steps: int, t_star
 
 
 def sample_ddim(
-    noise_fn: Callable, x_start: Array, *, schedule: Schedule, num_steps: int, t_start=0.01, t_end=1.0
+    noise_fn: Callable, x_start: Array, *, schedule: Schedule, num_steps: int, t_start=0.01, t_end=1.0,
+    x1_bound: float | None = None,
 ) -> Array:
     """Deterministic DDIM-style sampler for a noise-prediction network ``noise_fn(x, t) -> eps``.
 
     Each step predicts x1 = (x - beta_t eps) / alpha_t and moves to x' = alpha_s x1 + beta_s eps.
-    ``t_start`` must have alpha > 0 (e.g. 0.01 for linear / cosine).  [A] -> [A].
+    ``t_start`` must have alpha > 0 (e.g. 0.01 for linear / cosine).  With ``x1_bound`` the
+    prediction is clipped to [-bound, bound] and eps recomputed from it, eps = (x - alpha_t x1) /
+    beta_t (the "clip denoised" of DDPM codes).  [A] -> [A].
     """
     ts = _time_grid(num_steps, t_start, t_end)
 
@@ -203,6 +206,9 @@ def sample_ddim(
         t, s = t_pair
         eps = noise_fn(x, t)
         x1 = data_from_noise(schedule, x, t, eps)
+        if x1_bound is not None:
+            x1 = jnp.clip(x1, -x1_bound, x1_bound)
+            eps = noise_from_data(schedule, x, t, x1)
         return schedule.alpha(s) * x1 + schedule.beta(s) * eps, None
 
     x_end, _ = jax.lax.scan(step, x_start, (ts[:-1], ts[1:]))

@@ -17,6 +17,13 @@ TINY = {
                 num_ode_steps=2, actor_width=16, actor_blocks=1, actor_embed_dim=4, critic_hidden=(32, 32),
                 critic_lr=3e-3),
     "sac": dict(actor_hidden=(16, 16), critic_hidden=(32, 32), critic_lr=3e-3),
+    "qsm": dict(num_eval_particles=3, num_ode_steps=2, actor_width=16, actor_blocks=1, actor_embed_dim=4,
+                critic_hidden=(32, 32), critic_lr=3e-3),
+    "qvpo": dict(num_train_particles=4, num_data_particles=3, num_eval_particles=3, num_ode_steps=2, actor_width=16,
+                 actor_blocks=1, actor_embed_dim=4, critic_hidden=(32, 32), critic_lr=3e-3),
+    "dqs": dict(num_posterior_particles=4, num_train_particles=3, num_data_particles=3, num_eval_particles=3,
+                num_ode_steps=2, actor_width=16, actor_blocks=1, actor_embed_dim=4, critic_hidden=(32, 32),
+                critic_lr=3e-3),
     "qne": dict(num_posterior_particles=4, num_train_particles=3, num_data_particles=3, num_eval_particles=3,
                 num_ode_steps=2, actor_width=16, actor_blocks=1, actor_embed_dim=4, critic_hidden=(32, 32),
                 critic_lr=3e-3),
@@ -79,7 +86,9 @@ def test_registry_and_factories_name_bad_arguments():
 
 @pytest.mark.parametrize("name, field, value", [("rfm", "temperature", 0.0), ("rfm", "tau", 1.5),
                                                 ("sac", "init_alpha", -1.0), ("sac", "gamma", 2.0),
-                                                ("qne", "temperature", -1.0)])
+                                                ("qne", "temperature", -1.0), ("dqs", "eta", 0.0),
+                                                ("dqs", "tau", 0.0), ("qvpo", "temperature", 0.0),
+                                                ("qsm", "score_scale", 0.0)])
 def test_check_hyper_names_the_field_for_every_swept_value(name, field, value):
     agent = make_agent(name, obs_dim=OBS, action_dim=ACT, **TINY[name])
     agent.check_hyper(agent.hyper)
@@ -141,3 +150,26 @@ def test_qne_is_rfm_with_a_diffusion_policy_and_eta_zero():
         make_agent("qne", control_variate="optimal", **kwargs)
     with pytest.raises(ValueError, match="^make_qne: `num_posterior_particles`"):
         make_agent("qne", **{**kwargs, "num_posterior_particles": 0})
+
+
+def test_dqs_is_rfm_with_a_ve_diffusion_policy_and_eta_one():
+    """DQS's update is RFM's with policy="diffusion" on the VE path and the fixed eta = 1 estimator
+    (the score network's sigma^2-weighted loss is the epsilon loss): the same parameters after
+    three updates from the same keys; its factory and hyper check name themselves."""
+    kwargs = dict(obs_dim=OBS, action_dim=ACT, **TINY["dqs"])
+    dqs = make_agent("dqs", **kwargs)
+    rfm = make_agent("rfm", policy="diffusion", diffusion_schedule="ve", control_variate="fixed",
+                     coef_space="noise", **kwargs)
+    assert dqs.name == "dqs" and float(dqs.hyper.eta) == 1.0 and float(dqs.hyper.temperature) == 0.05
+    batch = _batch(jax.random.PRNGKey(1))
+    states = [agent.init(jax.random.PRNGKey(0), dqs.hyper) for agent in (dqs, rfm)]
+    for step in range(3):
+        key = jax.random.PRNGKey(10 + step)
+        states = [jax.jit(agent.update)(state, key, batch)[0] for agent, state in zip((dqs, rfm), states, strict=True)]
+    jax.tree.map(np.testing.assert_array_equal, states[0].actor_params, states[1].actor_params)
+    with pytest.raises(ValueError, match="^make_dqs: `diffusion_schedule` is fixed"):
+        make_agent("dqs", diffusion_schedule="cosine", **kwargs)
+    with pytest.raises(ValueError, match="^make_dqs: `num_ode_steps`"):
+        make_agent("dqs", **{**kwargs, "num_ode_steps": 0})
+    with pytest.raises(ValueError, match="^dqs: `hyper.temperature`"):
+        dqs.check_hyper(dqs.hyper.replace(temperature=0.0))

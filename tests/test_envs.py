@@ -1,5 +1,9 @@
 """The dm_control adapter: spec, action rescale, time-limit discount, terminals, physics errors,
-seeding and exact state round trips."""
+seeding and exact state round trips; rendering (backend choice, MP4 recorder)."""
+
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -112,3 +116,38 @@ def test_step_checks_action_shape():
     env.reset()
     with pytest.raises(ValueError, match=r"\(1, 1, 1\)"):
         env.step(np.zeros((1, 1)))
+
+
+def test_recorder_films_an_env_where_a_renderer_exists(tmp_path):
+    """In a fresh process without MUJOCO_GL, rfm_jax picks EGL (else OSMesa) before dm_control loads,
+    and a Recorder writes an MP4 of the frames it rendered."""
+    code = f"""
+import rfm_jax.envs as envs
+if envs.GL_BACKEND["value"] == "disable":
+    print("NO_RENDERER", envs.GL_BACKEND["failures"])
+    raise SystemExit
+env = envs.BatchedEnv("cartpole-swingup", [0], 1)
+env.reset()
+recorder = envs.Recorder({str(tmp_path / "clip.mp4")!r}, {{"on": True}}, height=48, width=64, frame_every=2)
+for _ in range(10):
+    recorder.add(env.envs[0][0])
+    env.step([[[0.5]]])
+print("WROTE", recorder.close(), envs.GL_BACKEND["value"])
+"""
+    environment = {k: v for k, v in os.environ.items() if k not in ("MUJOCO_GL", "PYOPENGL_PLATFORM")}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=environment)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    if proc.stdout.startswith("NO_RENDERER"):
+        pytest.skip(f"no EGL or OSMesa here: {proc.stdout.strip()}")
+    assert "WROTE" in proc.stdout and ("egl" in proc.stdout or "osmesa" in proc.stdout), proc.stdout
+    import imageio.v2 as imageio
+
+    frames = list(imageio.get_reader(tmp_path / "clip.mp4").iter_data())  # list(reader) asks len(): inf
+    assert len(frames) == 5 and frames[0].shape == (48, 64, 3) and frames[0].std() > 1.0  # not a blank image
+
+
+def test_a_user_set_mujoco_gl_is_kept():
+    """MUJOCO_GL from the user wins (the tests run with MUJOCO_GL=disable)."""
+    import rfm_jax.envs as envs
+
+    assert envs.GL_BACKEND["chosen_by"] == "user" and envs.GL_BACKEND["value"] == os.environ["MUJOCO_GL"]

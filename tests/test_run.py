@@ -1,6 +1,7 @@
 """End to end: experiments/run.py with the smoke preset writes every output, resumes exactly, and
 rejects bad configs before compiling anything."""
 
+import csv
 import json
 import os
 import signal
@@ -8,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -58,6 +60,15 @@ def test_smoke_run_writes_every_output(full_run):
     assert {"state", "host", "meta"} <= set(os.listdir(os.path.join(full_run, "checkpoints", "300")))
     summary = json.load(open(os.path.join(full_run, "summary.json")))
     assert summary["step"] == 300 and len(summary["last_eval"]) == 2
+    sessions = json.load(open(os.path.join(full_run, summary["provenance"])))
+    import jax
+
+    import rfm_jax
+
+    assert sessions[0]["rfm_jax"] == rfm_jax.__version__ and sessions[0]["jax"] == jax.__version__
+    assert sessions[0]["backend"] == "cpu" and sessions[0]["devices"]
+    assert any(arg.startswith("--config=") for arg in sessions[0]["command"]) and sessions[0]["resume"] is False
+    assert "git_commit" in sessions[0]  # None outside a git checkout
 
 
 def test_sigterm_then_resume_gives_identical_metrics(full_run, tmp_path):
@@ -83,6 +94,9 @@ def test_sigterm_then_resume_gives_identical_metrics(full_run, tmp_path):
     for seed in (0, 1):
         for kind in ("train", "eval"):
             assert _rows(str(workdir), kind, seed) == _rows(full_run, kind, seed), (kind, seed)
+    sessions = json.load(open(workdir / "provenance.json"))
+    assert [s["resume"] for s in sessions] == [False, True, True]
+    assert "--stop_after=250" in sessions[1]["command"]
 
 
 def test_existing_workdir_needs_resume_and_resume_needs_a_run(full_run, tmp_path):
@@ -90,6 +104,10 @@ def test_existing_workdir_needs_resume_and_resume_needs_a_run(full_run, tmp_path
     assert proc.returncode != 0 and "--resume" in proc.stderr
     proc = _run(str(tmp_path / "empty"), "--resume", check=False)
     assert proc.returncode != 0 and "no checkpoints" in proc.stderr
+    proc = _run(full_run, "--resume", "--config.agent.actor_lr=0.1", check=False)  # names the nested field
+    assert proc.returncode != 0 and "agent.actor_lr (0.0003 -> 0.1)" in proc.stderr, proc.stderr[-1000:]
+    proc = _run(full_run, "--resume", "--config.total_steps=200", check=False)
+    assert proc.returncode != 0 and "total_steps (200) is below the newest checkpoint's step (300)" in proc.stderr
 
 
 @pytest.mark.parametrize(
@@ -98,6 +116,7 @@ def test_existing_workdir_needs_resume_and_resume_needs_a_run(full_run, tmp_path
         ("--config.task=cheetah-sprint", "config.task"),  # run.py's own check
         ("--config.agent.num_posterior_particles=0", "config.agent.num_posterior_particles"),  # the factory's
         ("--config.sweep.actor_width=8,16", "config.sweep.actor_width"),  # a static field swept
+        ("--config.agent.bogus_field=1", "--config.agent.bogus_field"),  # no such field: one line, no traceback
     ],
 )
 def test_invalid_config_fails_before_compiling(tmp_path, flag, field):
@@ -117,6 +136,10 @@ def test_invalid_config_fails_before_compiling(tmp_path, flag, field):
         ({"sweep.temperature": "0.1,x"}, "config.sweep.temperature"),
         ({"sweep.temperature": "0.1,-0.1"}, "config.hyper.temperature"),
         ({"algo": "ppo"}, "config.algo"),
+        ({"agent.actor_lr": float("inf")}, "config.agent.actor_lr"),
+        ({"hyper.eta": float("nan")}, "config.hyper.eta"),
+        ({"hyper.ridge": float("inf")}, "config.hyper.ridge"),
+        ({"warmup_steps": 400}, "config.warmup_steps"),  # beyond total_steps (300)
     ],
 )
 def test_every_bad_field_is_named_by_validate_or_setup(overrides, field, run_script):
@@ -136,16 +159,60 @@ def test_every_bad_field_is_named_by_validate_or_setup(overrides, field, run_scr
     assert field in message, message
 
 
-def test_plot_curves_writes_png_and_returns(full_run, tmp_path):
-    script = os.path.join(ROOT, "experiments", "plot_curves.py")
-    proc = subprocess.run([sys.executable, script, "--workdir", full_run, "--out", str(tmp_path)],
-                          capture_output=True, text=True, timeout=120)
+def _fake_workdir(path, task, algo, curves):
+    """A run.py-shaped workdir: setup.json and eval_<run>.jsonl from {run: [(step, return), ...]}."""
+    os.makedirs(path / "metrics")
+    json.dump({"task": task, "algo": algo, "runs": list(curves)}, open(path / "setup.json", "w"))
+    for run, rows in curves.items():
+        with open(path / "metrics" / f"eval_{run}.jsonl", "w") as f:
+            for step, value in rows:
+                f.write(json.dumps({"step": step, "wall_time": step / 10, "eval_return_mean": value}) + "\n")
+
+
+def test_a_diverging_run_stops_naming_the_metric_and_keeps_its_last_good_checkpoint(tmp_path):
+    """critic_lr = 1e8 drives the losses to NaN: the run exits 1 with one line naming the metric, run
+    and env step; no checkpoint at or after that step is written; summary.json is never half-NaN."""
+    proc = _run(str(tmp_path / "nan"), "--config.agent.critic_lr=1e8", "--config.checkpoint_every=50", check=False)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    line = [x for x in proc.stderr.splitlines() if x.startswith("run.py: non-finite")]
+    assert len(line) == 1 and " in run seed" in line[0] and "at env step" in line[0], proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    step = int(line[0].split("at env step ")[1].split(";")[0])
+    saved = sorted(int(d) for d in os.listdir(tmp_path / "nan" / "checkpoints") if d.isdigit())
+    assert saved and saved[-1] < step and f"last good checkpoint is step {saved[-1]}" in line[0]
+    assert not os.path.exists(tmp_path / "nan" / "summary.json")
+
+
+def test_plot_groups_workdirs_and_names_its_intervals(full_run, tmp_path):
+    """plot.py on a run.py workdir (2 seeds) and a compare.py-shaped grid (6 seeds, 2 tasks, one
+    metrics file resumed with a repeated step and one cut mid-line): curves, aggregates and
+    profiles as PNG and PDF, and tables whose intervals say what they are."""
+    grid = tmp_path / "grid"
+    for task, offset in (("cartpole-swingup", 0.0), ("cartpole-balance", 100.0)):
+        curves = {f"seed{i}": [(0, 10.0), (100, 100.0 + offset + i), (200, 200.0 + offset + 10 * i)] for i in range(6)}
+        curves["seed0"] = curves["seed0"][:2] + [(100, 150.0 + offset), (200, 200.0 + offset)]  # resumed at 100
+        _fake_workdir(grid / "mine" / task, task, "rfm", curves)
+    with open(grid / "mine" / "cartpole-swingup" / "metrics" / "eval_seed5.jsonl", "a") as f:
+        f.write('{"step": 300, "wall_ti')  # a run writing its next row
+    out = tmp_path / "plots"
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "plot.py"), full_run, str(grid),
+                           "--out", str(out)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    summary = json.load(open(tmp_path / "returns.json"))
-    assert summary["steps"] == [0, 150, 300] and len(summary["final_per_seed"]) == 2
-    lo, hi = summary["final_ci95"]
-    assert lo <= summary["final_mean"] <= hi
-    assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    rows = {(r["group"], r["task"]): r for r in csv.DictReader(open(out / "results.csv"))}
+    mine = rows[("mine", "cartpole-swingup")]
+    assert mine["seeds"] == "6" and mine["env_steps"] == "200" and mine["interval"] == "95 % bootstrap CI, 6 seeds"
+    assert mine["final_per_seed"].split()[:2] == ["200.0", "210.0"]
+    assert float(mine["final_low"]) <= float(mine["final_mean"]) == 225.0 <= float(mine["final_high"])
+    smoke = rows[("rfm", "cartpole-swingup")]
+    assert smoke["seeds"] == "2" and smoke["interval"] == "min-max of 2 seeds" and smoke["env_steps"] == "300"
+    finals = [float(v) for v in smoke["final_per_seed"].split()]
+    assert np.allclose([float(smoke["final_low"]), float(smoke["final_high"])], [min(finals), max(finals)], atol=0.06)
+    aggregate = list(csv.DictReader(open(out / "aggregate.csv")))
+    assert {(r["group"], r["metric"], r["tasks"]) for r in aggregate} == {("mine", "IQM", "2"), ("mine", "mean", "2")}
+    for name in ("curves_cartpole-swingup", "curves_cartpole-balance", "aggregate", "profile"):
+        assert (out / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+        assert (out / f"{name}.pdf").read_bytes()[:4] == b"%PDF"
+    assert "min-max of 2 seeds" in (out / "results.md").read_text()
 
 
 def test_dry_run_prints_the_reference_network_sizes_and_exits(tmp_path):
@@ -160,8 +227,6 @@ def test_dry_run_prints_the_reference_network_sizes_and_exits(tmp_path):
 
 
 def test_load_policy_acts_with_a_runs_checkpoint(full_run):
-    import numpy as np
-
     from rfm_jax.policy import load_policy
 
     policy = load_policy(full_run, run="seed1")
@@ -171,6 +236,12 @@ def test_load_policy_acts_with_a_runs_checkpoint(full_run):
     assert actions.shape == (3, 1) and np.all(np.abs(actions) <= 1)
     np.testing.assert_array_equal(np.asarray(policy(obs)), actions)  # the same key gives the same actions
     assert np.asarray(policy(obs[0])).shape == (1,)
+    from rfm_jax.policy import _act
+
+    misses = _act.cache_info().misses
+    for _ in range(3):  # a policy called every env step compiles once
+        policy(obs[0])
+    assert _act.cache_info().misses == misses
     with pytest.raises(ValueError, match="no run 'seed7'"):
         load_policy(full_run, run="seed7")
 
@@ -210,20 +281,26 @@ def test_compare_runs_a_grid_and_writes_a_table_and_curves(tmp_path):
     table = (tmp_path / "results.md").read_text()
     assert "| rfm | cartpole-swingup | 1 | 150 |" in table and "| sac | cartpole-swingup | 1 | 150 |" in table
     rows = (tmp_path / "results.csv").read_text().splitlines()
-    assert rows[0].startswith("algo,task,runs,env_steps,final_mean") and len(rows) == 3
-    assert (tmp_path / "curves_cartpole-swingup.png").read_bytes()[:4] == b"\x89PNG"
+    assert rows[0].startswith("group,task,seeds,env_steps,final_mean") and len(rows) == 3
+    assert "min-max of 1 seeds" in table and "95 %" not in table.split("Across tasks")[0]
+    for name in ("curves_cartpole-swingup", "aggregate", "profile"):
+        assert (tmp_path / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+        assert (tmp_path / f"{name}.pdf").read_bytes()[:4] == b"%PDF"
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert again.returncode == 0 and again.stdout.count("skipped") == 2
 
 
-@pytest.mark.parametrize("algo", ["qne"])
+@pytest.mark.parametrize("algo", ["qne", "dqs", "qvpo", "qsm"])
 def test_every_other_agent_runs_its_smoke_preset(algo, tmp_path):
-    """The agents not run above (rfm: full_run, sac: the sweep) through run.py: every output written."""
+    """The agents not run above (rfm: full_run, sac: the sweep) through run.py: every output written.
+    They ask for videos with no renderer (MUJOCO_GL=disable): one warning, and training goes on."""
     config = "--config=" + os.path.join(ROOT, "experiments", "configs", f"{algo}.py") + ":smoke"
     cmd = [sys.executable, RUN, config, f"--workdir={tmp_path}", "--progress=false", "--config.num_seeds=1",
-           "--config.total_steps=150"]
+           "--config.total_steps=150", "--config.video=true"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "MUJOCO_GL": "disable"})
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stderr.count("video off: rendering failed") == 1 and "MUJOCO_GL=disable" in proc.stderr
+    assert not os.path.exists(tmp_path / "videos")
     summary = json.load(open(tmp_path / "summary.json"))
     assert summary["algo"] == algo and summary["runs"] == ["seed0"]
     rows = [json.loads(line) for line in open(tmp_path / "metrics" / "train_seed0.jsonl")]

@@ -23,6 +23,7 @@ def protocol(task: str) -> config_dict.ConfigDict:
     c.eval_episodes = 25  # evaluation episodes per run (the agent's greedy action) at step 0 and after
     c.eval_mode = "fixed"  # fixed: the same initial states and policy noise at every evaluation; fresh: new ones
     c.log_every = 1_000  # env steps between training-metric rows
+    c.video = False  # film each run's first evaluation episode to <workdir>/videos/<run>/step<N>.mp4 (headless)
     c.checkpoint_every = 10_000  # env steps between checkpoints (one is also saved at the end and on SIGINT/SIGTERM)
     return c
 

@@ -17,7 +17,7 @@ def reference(task: str = "cheetah-run") -> config_dict.ConfigDict:
     c.algo = "rfm"  # agent in rfm_jax.agents.REGISTRY
     c.agent = config_dict.ConfigDict()
     c.agent.policy = "flow"  # flow (linear path, velocity, Euler) or diffusion (VP path, epsilon, DDIM)
-    c.agent.diffusion_schedule = "cosine"  # VP path of the diffusion policy: cosine or vp (linear beta 0.1-20)
+    c.agent.diffusion_schedule = "cosine"  # diffusion path: cosine (VP), vp (linear beta 0.1-20), ve (sigma 1 to 1e-5)
     c.agent.proposal = "on_policy"  # endpoints: on_policy (Boltzmann-resampled samples) or replay (buffer actions)
     c.agent.control_variate = "optimal"  # optimal | optimal_isotropic | none (eta=0, QNE) | fixed (eta=hyper.eta)
     c.agent.coef_space = "data"  # where the optimal coefficient is fitted and clipped: data (reference) or noise

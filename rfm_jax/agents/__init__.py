@@ -6,13 +6,16 @@ registry so that the training loop, the scripts and the configs name agents by s
     state = agent.init(key, agent.hyper.replace(gamma=0.98))
 """
 
-from rfm_jax.agents import core, qne, rfm, sac
+from rfm_jax.agents import core, dqs, qne, qsm, qvpo, rfm, sac
 from rfm_jax.agents.core import Agent
+from rfm_jax.agents.dqs import make_dqs
 from rfm_jax.agents.qne import make_qne
+from rfm_jax.agents.qsm import QSMHyper, make_qsm
+from rfm_jax.agents.qvpo import QVPOHyper, make_qvpo
 from rfm_jax.agents.rfm import RFMHyper, RFMState, current_temperature, make_rfm
 from rfm_jax.agents.sac import SACHyper, SACState, make_sac
 
-REGISTRY = {"qne": make_qne, "rfm": make_rfm, "sac": sac.make_sac}
+REGISTRY = {"dqs": make_dqs, "qne": make_qne, "qsm": make_qsm, "qvpo": make_qvpo, "rfm": make_rfm, "sac": sac.make_sac}
 
 
 def make_agent(name: str, **kwargs) -> Agent:
@@ -22,5 +25,6 @@ def make_agent(name: str, **kwargs) -> Agent:
     return REGISTRY[name](**kwargs)
 
 
-__all__ = ["REGISTRY", "Agent", "RFMHyper", "RFMState", "SACHyper", "SACState", "core", "current_temperature",
-           "make_agent", "make_qne", "make_rfm", "make_sac", "qne", "rfm", "sac"]
+__all__ = ["REGISTRY", "Agent", "QSMHyper", "QVPOHyper", "RFMHyper", "RFMState", "SACHyper", "SACState", "core",
+           "current_temperature", "dqs", "make_agent", "make_dqs", "make_qne", "make_qsm", "make_qvpo", "make_rfm",
+           "make_sac", "qne", "qsm", "qvpo", "rfm", "sac"]

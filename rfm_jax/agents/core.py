@@ -55,16 +55,20 @@ def check_choice(name: str, arg: str, value, allowed) -> None:
 
 
 def check_positive(name: str, **values) -> None:
-    """One-line ValueError naming the first argument that is not > 0."""
+    """One-line ValueError naming the first argument that is not a finite number > 0."""
     for arg, value in values.items():
-        if not value > 0:
-            raise ValueError(f"{name}: `{arg}` must be > 0, got {value}.")
+        if not (value > 0 and np.isfinite(value)):
+            raise ValueError(f"{name}: `{arg}` must be finite and > 0, got {value}.")
 
 
-def check_leaf(name: str, field: str, value, ok, rule: str) -> None:
+def check_leaf(name: str, field: str, value, ok, rule: str, allow_inf: bool = False) -> None:
     """One-line ValueError naming ``hyper.<field>`` unless ``ok`` holds for every entry of
-    ``value`` (a swept leaf is an array)."""
-    if not np.all(ok(np.asarray(value, np.float64))):
+    ``value`` (a swept leaf is an array) and every entry is finite (NaN never passes; +-inf only
+    with ``allow_inf``)."""
+    v = np.asarray(value, np.float64)
+    finite = ~np.isnan(v) if allow_inf else np.isfinite(v)
+    if not np.all(finite & ok(v)):
+        rule = rule if allow_inf else f"finite and {rule}"
         raise ValueError(f"{name}: `hyper.{field}` must be {rule}, got {value}.")
 
 
@@ -135,13 +139,15 @@ def select(key: Array, q: Array, temperature, greedy: bool) -> Array:
     return jnp.argmax(q) if greedy else jax.random.categorical(key, q / temperature)
 
 
-def integrate(model_fn, x_start: Array, *, policy: str, schedule, num_steps: int, t_min: float) -> Array:
+def integrate(model_fn, x_start: Array, *, policy: str, schedule, num_steps: int, t_min: float,
+              x1_bound: float | None = None) -> Array:
     """Latents [P, A] from noise x_start [P, A]: Euler on a velocity (``policy="flow"``) or DDIM on
-    an epsilon network (``"diffusion"``) from t_min to 1 - t_min.  ``model_fn(x [P, A], t []) -> [P, A]``."""
+    an epsilon network (``"diffusion"``, its x1 prediction clipped to ``x1_bound`` when given) from
+    t_min to 1 - t_min.  ``model_fn(x [P, A], t []) -> [P, A]``."""
     kwargs = dict(num_steps=num_steps, t_start=t_min, t_end=1 - t_min)
     if policy == "flow":
         return schedules.sample_euler(model_fn, x_start, **kwargs)
-    return schedules.sample_ddim(model_fn, x_start, schedule=schedule, **kwargs)
+    return schedules.sample_ddim(model_fn, x_start, schedule=schedule, x1_bound=x1_bound, **kwargs)
 
 
 def sample_select(key: Array, model_fn, q_fn, *, num_particles: int, action_dim: int, temperature, greedy: bool,

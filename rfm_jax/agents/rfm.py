@@ -39,7 +39,7 @@ Array = jax.Array
 POLICIES = ("flow", "diffusion")
 PROPOSALS = ("on_policy", "replay")
 CONTROL_VARIATES = ("optimal", "optimal_isotropic", "none", "fixed")
-DIFFUSION_SCHEDULES = ("cosine", "vp")
+DIFFUSION_SCHEDULES = ("cosine", "vp", "ve")
 CPU_CHUNK_ROWS = 4096  # policy-network rows per lax.map chunk of the sampler on CPU ("auto")
 CPU_POSTERIOR_ROWS = 2048  # critic rows (states x particles) per lax.map chunk of the estimator on CPU ("auto")
 
@@ -74,7 +74,8 @@ def check_hyper(hyper: RFMHyper) -> None:
     core.check_leaf(name, "temperature_steps", hyper.temperature_steps, lambda v: v > 0, "> 0")
     core.check_common_hyper(name, hyper)
     core.check_leaf(name, "ridge", hyper.ridge, lambda v: v >= 0, ">= 0")
-    core.check_leaf(name, "clip", hyper.clip, lambda v: v > 0, "> 0")
+    core.check_leaf(name, "clip", hyper.clip, lambda v: v > 0, "> 0 (inf: no clip)", allow_inf=True)
+    core.check_leaf(name, "eta", hyper.eta, lambda v: v == v, "a number")
 
 
 @struct.dataclass
@@ -140,7 +141,8 @@ def make_rfm(
     """Build the agent's pure functions; every argument is static (shapes, counts, modes).
 
     policy: "flow" (linear path, velocity net, Euler) or "diffusion" (epsilon net, DDIM).
-    diffusion_schedule: the diffusion policy's VP path, "cosine" (as QNE) or "vp" (linear beta).
+    diffusion_schedule: the diffusion policy's path, "cosine" (VP, as QNE), "vp" (VP, linear beta) or
+      "ve" (sigma from 1 to 1e-5, as DQS).
     proposal: "on_policy" (Boltzmann-resampled policy samples) or "replay" (arctanh of buffer actions).
     control_variate: "optimal" (diagonal), "optimal_isotropic", "none" (eta = 0, QNE) or "fixed"
       (eta = hyper.eta in noise space; eta = 1 is DQS).  coef_space: "data" (reference) or "noise".
@@ -181,7 +183,7 @@ def make_rfm(
     if policy == "flow":
         schedule = schedules.linear()
     else:
-        schedule = schedules.cosine() if diffusion_schedule == "cosine" else schedules.vp()
+        schedule = {"cosine": schedules.cosine, "vp": schedules.vp, "ve": schedules.ve}[diffusion_schedule]()
     actor = VelocityNet(obs_dim, action_dim, actor_width, actor_blocks, actor_embed_dim, actor_block)
     actor_opt = optax.chain(optax.clip_by_global_norm(grad_clip), optax.adam(actor_lr))
     chunk = resolve_sample_chunk(sample_chunk, num_train_particles)

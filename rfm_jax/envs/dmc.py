@@ -16,14 +16,15 @@ Batched envs are picklable (``get_state`` / ``set_state``), so a run can resume 
 from __future__ import annotations
 
 import math
-import os
 import pickle
 import zlib
 from typing import NamedTuple
 
 import numpy as np
 
-os.environ.setdefault("MUJOCO_GL", "disable")  # headless machines: no GL context is needed to step.
+from rfm_jax.envs.render import select_gl_backend
+
+select_gl_backend()  # MUJOCO_GL before dm_control reads it: the user's, else egl, osmesa or disable
 
 from dm_control import suite  # noqa: E402
 from dm_control.rl import control  # noqa: E402

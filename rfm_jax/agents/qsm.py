@@ -1,0 +1,164 @@
+"""QSM (Q-score matching; docs/method.md section 8): a VP diffusion policy whose epsilon network is
+regressed onto the critics' action gradient at the noisy action, so that the policy's score follows
+grad_a Q; Gaussian exploration noise on the training actions.  Pure ``init`` / ``act`` /
+``update`` on one seed, with RFM's state, network and critic core.
+
+One update on a batch of B transitions:
+
+1. a' = tanh(u') with u' one DDIM sample of the policy at s' (each step's prediction of the clean
+   latent clipped to |u| <= arctanh(0.999), as diffusion-policy samplers clip the denoised action).
+2. Critics: y = r + gamma * discount * min_k Qbar_k(s', a'); per-critic loss, clip and Adam.
+3. Actor, with the updated critics, on the replay action's latent u = arctanh(a) (QSM trains on
+   buffer actions): t ~ U[t_min, 1 - t_min], u_t = alpha_t u + beta_t eps, and
+
+       loss = mean_b || eps_theta(s_b, u_t, t) + c grad_u min_k Q_k(s_b, tanh u_t) ||^2 / A
+
+   (``losses.qsm_loss``; c = ``hyper.score_scale``, 50 in the paper).
+4. Polyak: Qbar <- (1 - tau) Qbar + tau Q.
+
+Acting: one policy sample plus N(0, noise^2) exploration noise, clipped to [-1, 1] (training
+data), or argmax-Q over P_eval samples (``greedy=True``, evaluation, as for every particle agent).
+
+Departures from the QSM paper: the policy lives in the tanh latent (the gradient is taken there,
+grad_u Q = (1 - tanh^2 u) grad_a Q), the sampler is DDIM (the paper: DDPM), and the network gets a
+constant 1 in place of RFM's temperature input.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from rfm_jax import losses, replay, schedules
+from rfm_jax.agents import core
+from rfm_jax.agents.rfm import RFMState
+from rfm_jax.checks import check_positive_int, check_rank
+from rfm_jax.networks import BLOCKS, VelocityNet
+
+Array = jax.Array
+U_MAX = math.atanh(0.999)  # latent bound of the sampler's clean-latent prediction
+
+
+@struct.dataclass
+class QSMHyper:
+    """Sweepable numbers (pytree leaves)."""
+
+    score_scale: Array | float = 50.0  # c: the epsilon target is -c grad_u Q at the noisy latent
+    exploration_noise: Array | float = 0.1  # std of the Gaussian noise added to training actions
+    gamma: Array | float = 0.99  # TD discount
+    tau: Array | float = 0.005  # Polyak rate of the target critics
+
+
+def check_hyper(hyper: QSMHyper) -> None:
+    """A one-line ValueError naming the first out-of-range field."""
+    core.check_leaf("qsm", "score_scale", hyper.score_scale, lambda v: v > 0, "> 0")
+    core.check_leaf("qsm", "exploration_noise", hyper.exploration_noise, lambda v: v >= 0, ">= 0")
+    core.check_common_hyper("qsm", hyper)
+
+
+def make_qsm(
+    *,
+    obs_dim: int,
+    action_dim: int,
+    num_eval_particles: int = 32,
+    num_ode_steps: int = 20,
+    t_min: float = 0.01,
+    actor_width: int = 256,
+    actor_blocks: int = 2,
+    actor_block: str = "reference",
+    actor_embed_dim: int = 128,
+    critic_hidden: tuple[int, ...] = (256, 256),
+    num_critics: int = 2,
+    actor_lr: float = 3e-4,
+    critic_lr: float = 1e-3,
+    grad_clip: float = 10.0,
+) -> core.Agent:
+    """Build QSM's pure functions; every argument is static and means what it means for ``make_rfm``."""
+    name = "make_qsm"
+    for arg, value in (("obs_dim", obs_dim), ("action_dim", action_dim), ("num_eval_particles", num_eval_particles),
+                       ("num_ode_steps", num_ode_steps), ("actor_width", actor_width), ("actor_blocks", actor_blocks)):
+        check_positive_int(name, arg, value)
+    core.check_choice(name, "actor_block", actor_block, BLOCKS)
+    if actor_embed_dim % 2 or actor_embed_dim < 4:
+        raise ValueError(f"{name}: `actor_embed_dim` must be even and >= 4, got {actor_embed_dim}.")
+    if not 0.0 < t_min < 0.5:
+        raise ValueError(f"{name}: `t_min` must lie in (0, 0.5), got {t_min}.")
+    core.check_positive(name, actor_lr=actor_lr)
+
+    critics = core.make_critics(num_critics=num_critics, hidden=critic_hidden, lr=critic_lr, grad_clip=grad_clip,
+                                name=name)
+    schedule = schedules.vp()
+    actor = VelocityNet(obs_dim, action_dim, actor_width, actor_blocks, actor_embed_dim, actor_block)
+    actor_opt = optax.chain(optax.clip_by_global_norm(grad_clip), optax.adam(actor_lr))
+    ode = dict(policy="diffusion", schedule=schedule, num_steps=num_ode_steps, t_min=t_min, x1_bound=U_MAX)
+    one = jnp.ones(())  # the network's temperature input, unused by QSM
+
+    def init(key: Array, hyper: QSMHyper) -> RFMState:
+        key_actor, key_critic = jax.random.split(key)
+        actor_params = actor.init(key_actor, jnp.zeros((obs_dim,)), jnp.zeros((action_dim,)), jnp.zeros(()), one)
+        critic_params, critic_opt_state = critics.init(key_critic, obs_dim, action_dim)
+        return RFMState(actor_params=actor_params, critic_params=critic_params, target_critic_params=critic_params,
+                        actor_opt_state=actor_opt.init(actor_params), critic_opt_state=critic_opt_state,
+                        hyper=jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), hyper),
+                        updates=jnp.zeros((), jnp.int32))
+
+    def q_min(critic_params, obs, action):
+        return jnp.min(critics.apply(critic_params, obs, action), axis=-1)
+
+    def sample(actor_params, key, obs, num_particles):
+        """P latents [P, A] at one state obs [O] by clipped DDIM."""
+        cond = actor.apply(actor_params, obs, one, method=actor.condition)
+        model_fn = lambda x, t: actor.apply(actor_params, cond, x, t, method=actor.from_condition)  # noqa: E731
+        return core.integrate(model_fn, jax.random.normal(key, (num_particles, action_dim)), **ode)
+
+    def act(state: RFMState, key: Array, obs: Array, greedy: bool = False) -> Array:
+        check_rank("qsm.act", "obs", obs, 1, "[O]")
+        key_sample, key_noise = jax.random.split(key)
+        if greedy:
+            u = sample(state.actor_params, key_sample, obs, num_eval_particles)
+            return jnp.tanh(u[jnp.argmax(q_min(state.critic_params, obs, jnp.tanh(u)))])
+        a = jnp.tanh(sample(state.actor_params, key_sample, obs, 1)[0])
+        noise = state.hyper.exploration_noise * jax.random.normal(key_noise, a.shape)
+        return jnp.clip(a + noise, -1.0, 1.0)
+
+    def actor_step(state, critic_params, key, batch):
+        """QSM regression of the epsilon network onto -c grad_u Q at noisy replay latents."""
+        u1 = jnp.arctanh(jnp.clip(batch.action, -0.999, 0.999))
+
+        def loss_one(actor_params, key_i, obs, u1_i):
+            noise_fn = lambda x, t: actor.apply(actor_params, obs, x, t, one)  # noqa: E731
+            q_fn = lambda u: q_min(critic_params, obs, jnp.tanh(u))  # noqa: E731
+            return losses.qsm_loss(key_i, noise_fn, q_fn, u1_i, schedule=schedule, scale=state.hyper.score_scale,
+                                   t_min=t_min)
+
+        def batch_loss(actor_params):
+            keys = jax.random.split(key, batch.obs.shape[0])
+            loss, (_, _, target) = jax.vmap(loss_one, (None, 0, 0, 0))(actor_params, keys, batch.obs, u1)
+            return jnp.mean(loss), target
+
+        (loss, target), grads = jax.value_and_grad(batch_loss, has_aux=True)(state.actor_params)
+        updates, opt_state = actor_opt.update(grads, state.actor_opt_state)
+        metrics = {"actor_loss": loss, "target_norm": jnp.mean(jnp.linalg.norm(target, axis=-1)),
+                   "actor_grad_norm": optax.tree.norm(grads)}
+        return optax.apply_updates(state.actor_params, updates), opt_state, metrics
+
+    def update(state: RFMState, key: Array, batch: replay.Transition):
+        check_rank("qsm.update", "batch.obs", batch.obs, 2, "[B, O]")
+        key_next, key_actor = jax.random.split(key)
+        keys = jax.random.split(key_next, batch.obs.shape[0])
+        u_next = jax.vmap(lambda k, o: sample(state.actor_params, k, o, 1)[0])(keys, batch.next_obs)
+        target_q_t = critics.apply(state.target_critic_params, batch.next_obs, jnp.tanh(u_next))
+        critic_params, critic_opt_state, critic_metrics = critics.step(
+            state.critic_params, state.critic_opt_state, batch, target_q_t, state.hyper.gamma)
+        actor_params, actor_opt_state, actor_metrics = actor_step(state, critic_params, key_actor, batch)
+        new_state = state.replace(
+            actor_params=actor_params, critic_params=critic_params,
+            target_critic_params=core.polyak(critic_params, state.target_critic_params, state.hyper.tau),
+            actor_opt_state=actor_opt_state, critic_opt_state=critic_opt_state, updates=state.updates + 1)
+        return new_state, {**critic_metrics, **actor_metrics}
+
+    return core.Agent(name="qsm", init=init, act=act, update=update, hyper=QSMHyper(), check_hyper=check_hyper)
