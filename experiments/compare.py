@@ -53,7 +53,8 @@ def train_one(out, name, config, preset, flags, task, seeds, total_steps):
            f"{preset},{task}", f"--config.num_seeds={seeds}", f"--workdir={workdir}", *flags]
     if total_steps:
         cmd.append(f"--config.total_steps={total_steps}")
-    if os.path.isdir(os.path.join(workdir, "checkpoints")):
+    checkpoints = os.path.join(workdir, "checkpoints")
+    if os.path.isdir(checkpoints) and any(d.isdigit() for d in os.listdir(checkpoints)):  # killed after one
         cmd.append("--resume")
     print(f"[{name} / {task}] {' '.join(cmd[1:])}", flush=True)
     proc = subprocess.run(cmd)

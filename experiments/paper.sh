@@ -10,7 +10,8 @@ shift || true
 for task in cheetah-run cartpole-swingup fish-swim fish-upright walker-walk walker-run finger-spin finger-turn_hard; do
   workdir="$root/$task"
   resume=()
-  [ -d "$workdir/checkpoints" ] && resume=(--resume)
+  # resume only where a checkpoint was written (a run killed before its first one starts afresh)
+  if ls "$workdir/checkpoints" 2>/dev/null | grep -qE '^[0-9]+$'; then resume=(--resume); fi
   python experiments/run.py --config="experiments/configs/rfm.py:$task" --config.num_seeds=5 \
     --workdir="$workdir" "${resume[@]}" "$@"
 done

@@ -104,15 +104,23 @@ def interval(values: np.ndarray, seed: int = 0) -> tuple[float, float, float, st
     return mean, float(low), float(high), f"95 % bootstrap CI, {len(values)} seeds"
 
 
+def colors(groups: dict) -> dict:
+    """One colour per label, the same in every figure."""
+    labels = sorted({label for label, _ in groups})
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    return {label: cycle[i % len(cycle)] for i, label in enumerate(labels)}
+
+
 def plot_curves(groups: dict, task: str, out: str) -> None:
     fig, ax = plt.subplots(figsize=(6.5, 4))
+    palette = colors(groups)
     for (label, group_task), g in sorted(groups.items()):
         if group_task != task:
             continue
         bands = np.array([interval(g["returns"][:, i])[1:3] for i in range(len(g["steps"]))])
         what = interval(g["returns"][:, 0])[3]
-        line = ax.plot(g["steps"], g["returns"].mean(0), lw=2, label=f"{label} (band: {what})")[0]
-        ax.fill_between(g["steps"], bands[:, 0], bands[:, 1], color=line.get_color(), alpha=0.15)
+        ax.plot(g["steps"], g["returns"].mean(0), lw=2, color=palette[label], label=f"{label} (band: {what})")
+        ax.fill_between(g["steps"], bands[:, 0], bands[:, 1], color=palette[label], alpha=0.15)
     ax.set(xlabel="env steps (frames)", ylabel="eval return (greedy)", title=task)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")

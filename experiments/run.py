@@ -19,6 +19,7 @@ checkpoint and exits; --resume continues exactly where it stopped.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import math
 import os
@@ -46,7 +47,10 @@ flags.DEFINE_bool("dry_run", False, "Validate the config, build the agent, print
                   "GMAC, and exit before training.")
 flags.mark_flags_as_required(["config"])
 
-RESUMABLE_CHANGES = ("total_steps", "video")  # fields that may differ between a run and its resume
+# Fields that may differ between a run and its resume (they change no array's shape): e.g. lower
+# learning rates to continue from the last good checkpoint of a run that diverged.
+RESUMABLE_CHANGES = ("total_steps", "video", "agent.actor_lr", "agent.critic_lr", "agent.alpha_lr",
+                     "agent.grad_clip", "hyper.clip")
 
 
 def _positive(errors, name, value, minimum=1):
@@ -146,7 +150,11 @@ def _check_resume(workdir: str, config) -> None:
                and k not in RESUMABLE_CHANGES]
     if changed:
         raise app.UsageError(f"--resume: config fields differ from {workdir}/config.json: "
-                             + ", ".join(f"{k} ({saved.get(k)!r} -> {current.get(k)!r})" for k in changed))
+                             + ", ".join(f"{k} ({saved.get(k)!r} -> {current.get(k)!r})" for k in changed)
+                             + f"; only these may change on resume: {', '.join(RESUMABLE_CHANGES)}")
+    for k in RESUMABLE_CHANGES:
+        if k in saved and saved.get(k) != current.get(k):
+            print(f"--resume: {k} changes from {saved[k]!r} to {current[k]!r} (allowed on resume).", flush=True)
     latest = _latest_checkpoint(workdir)
     if latest is not None and config.total_steps < latest:
         raise app.UsageError(f"--resume: config.total_steps ({config.total_steps}) is below the newest "
@@ -205,7 +213,7 @@ def dry_run(config) -> None:
 PROVENANCE = "provenance.json"  # in the workdir: one entry per session (the first run and each --resume)
 
 
-def record_provenance(workdir: str) -> None:
+def record_provenance(workdir: str, resume: bool) -> None:
     """Append this session's ``rfm_jax.runtime.provenance()`` (versions, devices, git commit, command)
     with its start time to ``<workdir>/provenance.json``."""
     from rfm_jax.runtime import provenance
@@ -215,7 +223,7 @@ def record_provenance(workdir: str) -> None:
     if os.path.exists(path):
         with open(path) as f:
             sessions = json.load(f)
-    sessions.append({"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "resume": FLAGS.resume, **provenance()})
+    sessions.append({"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "resume": resume, **provenance()})
     with open(path, "w") as f:
         json.dump(sessions, f, indent=2)
 
@@ -234,27 +242,31 @@ def main(argv):
     if workdir is None:
         raise app.UsageError("--workdir is required (except with --dry_run)")
     has_run = _latest_checkpoint(workdir) is not None
-    if FLAGS.resume and not has_run:
-        raise app.UsageError(f"--resume: no checkpoints in {workdir}")
+    resume = FLAGS.resume and has_run
+    if FLAGS.resume and not has_run:  # e.g. killed before its first checkpoint completed
+        print(f"--resume: no complete checkpoint in {workdir}; starting from step 0.", flush=True)
     if has_run and not FLAGS.resume:
         raise app.UsageError(f"{workdir} already holds a run: pass --resume to continue it, or another --workdir")
-    if FLAGS.resume:
+    if resume:
         _check_resume(workdir, config)
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-        f.write(config.to_json(indent=2))
-    record_provenance(workdir)
+    try:
+        os.makedirs(workdir, exist_ok=True)
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(config.to_json(indent=2))
+    except OSError as error:
+        raise app.UsageError(f"--workdir={workdir}: cannot write there ({error.strerror or error})") from None
+    record_provenance(workdir, resume)
 
     from rfm_jax.loop import NonFiniteError, train
 
     seeds = [config.seed + i for i in range(config.num_seeds)]
-    start = _latest_checkpoint(workdir) if FLAGS.resume else 0
+    start = _latest_checkpoint(workdir) if resume else 0
     progress = Progress(start, config.total_steps) if FLAGS.progress else None
     sweep = sweep_values(config)
     print(f"Training {config.algo} on {config.task} with seeds {seeds}"
           + (f" x sweep {sweep}" if sweep else "") + f" into {workdir}", flush=True)
     try:
-        summary = _train(train, config, workdir, seeds, sweep, progress)
+        summary = _train(train, config, workdir, seeds, sweep, progress, resume)
     except NonFiniteError as error:
         if progress is not None:
             progress.close()
@@ -268,7 +280,7 @@ def main(argv):
     print(json.dumps(summary), flush=True)
 
 
-def _train(train, config, workdir, seeds, sweep, progress) -> dict:
+def _train(train, config, workdir, seeds, sweep, progress, resume) -> dict:
     return train(
         task=config.task, seeds=seeds, workdir=workdir, algo=config.algo, agent_kwargs=agent_kwargs(config),
         hyper=dict(config.hyper), sweep=sweep,
@@ -276,9 +288,31 @@ def _train(train, config, workdir, seeds, sweep, progress) -> dict:
         batch_size=config.batch_size, replay_capacity=config.replay_capacity, updates_per_step=config.updates_per_step,
         eval_every=config.eval_every, eval_episodes=config.eval_episodes, eval_mode=config.eval_mode,
         log_every=config.log_every,
-        checkpoint_every=config.checkpoint_every, resume=FLAGS.resume, stop_after=FLAGS.stop_after, progress=progress,
+        checkpoint_every=config.checkpoint_every, resume=resume, stop_after=FLAGS.stop_after, progress=progress,
         video=config.video,
     ).summary
+
+
+def _suggest(argv: list[str], flag: str) -> str:
+    """"; did you mean ...?" for an unknown ``--config.a.b`` flag, from the fields next to it."""
+    import difflib
+
+    spec = next((a.split("=", 1)[1] for a in argv[1:] if a.startswith("--config=")), None)
+    if spec is None:
+        return ""
+    path, _, arg = spec.partition(":")
+    try:
+        module_spec = importlib.util.spec_from_file_location("_config_for_suggestion", path)
+        module = importlib.util.module_from_spec(module_spec)
+        module_spec.loader.exec_module(module)
+        node = module.get_config(arg or None)
+        *parents, field = flag[len("--config."):].split(".")
+        for parent in parents:
+            node = node[parent]
+        close = difflib.get_close_matches(field, list(node.keys()), n=3)
+    except Exception:  # noqa: BLE001 - a suggestion is a courtesy; the error line stands without it
+        return ""
+    return f"; did you mean {' or '.join(close)}?" if close else f"; fields there: {', '.join(node.keys())}"
 
 
 def parse_flags(argv: list[str]) -> list[str]:
@@ -287,10 +321,10 @@ def parse_flags(argv: list[str]) -> list[str]:
     try:
         return FLAGS(argv)
     except (AttributeError, KeyError) as error:
-        field = str(error).strip("\"'")
+        field = re.search(r"[A-Za-z_]\w*", str(error)).group()  # ml_collections quotes it, may add a hint
         flag = next((a.split("=")[0] for a in argv[1:] if a.startswith("--config.") and
                      a.split("=")[0].rsplit(".", 1)[-1] == field), f"--config...{field}")
-        print(f"run.py: {flag}: the config has no field `{field}`", file=sys.stderr)
+        print(f"run.py: {flag}: the config has no field `{field}`{_suggest(argv, flag)}", file=sys.stderr)
         sys.exit(2)
     except flags.Error as error:
         print(f"run.py: {error}", file=sys.stderr)

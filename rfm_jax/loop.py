@@ -210,7 +210,7 @@ def train(
     start, elapsed0, meta = 0, 0.0, {}
     latest = ckpt.latest_step() if resume else None
     if latest is not None:
-        state, host, meta = ckpt.restore(latest, state)
+        latest, state, host, meta = ckpt.restore_latest_good(state)
         env.set_state(host["envs"].tobytes())
         obs, valid = host["obs"], host["valid"]
         pending = replay.Transition(*(host[f"pending_{f}"] for f in replay.Transition._fields))

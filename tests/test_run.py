@@ -34,11 +34,13 @@ def _rows(workdir, kind, seed):
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("full")
-    # Leftovers of a run killed before its first checkpoint: they must not leak into this run.
+    # Leftovers of a run killed before its first checkpoint: --resume starts afresh, says so, and
+    # they must not leak into this run.
     (workdir / "checkpoints").mkdir()
     (workdir / "metrics").mkdir()
     (workdir / "metrics" / "train_seed0.jsonl").write_text('{"step": 999, "wall_time": 1.0}\n')
-    _run(str(workdir))
+    proc = _run(str(workdir), "--resume")
+    assert "no complete checkpoint" in proc.stdout and "starting from step 0" in proc.stdout
     return str(workdir)
 
 
@@ -99,13 +101,35 @@ def test_sigterm_then_resume_gives_identical_metrics(full_run, tmp_path):
     assert "--stop_after=250" in sessions[1]["command"]
 
 
-def test_existing_workdir_needs_resume_and_resume_needs_a_run(full_run, tmp_path):
+def test_resume_skips_a_corrupted_newest_checkpoint_and_reproduces_the_run(full_run, tmp_path):
+    """256 random bytes written over the newest checkpoint's largest state file: --resume names it,
+    sets it aside, resumes from the checkpoint before, and ends with the uninterrupted run's metrics."""
+    import shutil
+
+    workdir = tmp_path / "corrupt"
+    shutil.copytree(full_run, workdir)
+    files = [os.path.join(root, f) for root, _, fs in os.walk(workdir / "checkpoints" / "300" / "state") for f in fs]
+    target = max(files, key=os.path.getsize)
+    with open(target, "r+b") as f:
+        f.seek(os.path.getsize(target) // 2)
+        f.write(np.random.default_rng(0).bytes(256))
+    proc = _run(str(workdir), "--resume")
+    assert "checkpoints/300 is unusable" in proc.stdout and "Resumed from" in proc.stdout, proc.stdout[-2000:]
+    assert "at env step 200" in proc.stdout
+    assert os.path.isdir(str(workdir / "checkpoints") + "_unusable")
+    for seed in (0, 1):
+        for kind in ("train", "eval"):
+            assert _rows(str(workdir), kind, seed) == _rows(full_run, kind, seed), (kind, seed)
+
+
+def test_existing_workdir_needs_resume_and_resume_refuses_other_fields(full_run, tmp_path):
     proc = _run(full_run, check=False)
     assert proc.returncode != 0 and "--resume" in proc.stderr
-    proc = _run(str(tmp_path / "empty"), "--resume", check=False)
-    assert proc.returncode != 0 and "no checkpoints" in proc.stderr
-    proc = _run(full_run, "--resume", "--config.agent.actor_lr=0.1", check=False)  # names the nested field
-    assert proc.returncode != 0 and "agent.actor_lr (0.0003 -> 0.1)" in proc.stderr, proc.stderr[-1000:]
+    proc = _run(full_run, "--resume", "--config.agent.actor_width=32", check=False)  # names the nested field
+    assert proc.returncode != 0 and "agent.actor_width (16 -> 32)" in proc.stderr, proc.stderr[-1000:]
+    (tmp_path / "a_file").write_text("")
+    proc = _run(str(tmp_path / "a_file"), check=False)
+    assert proc.returncode != 0 and "--workdir=" in proc.stderr and "Traceback" not in proc.stderr
     proc = _run(full_run, "--resume", "--config.total_steps=200", check=False)
     assert proc.returncode != 0 and "total_steps (200) is below the newest checkpoint's step (300)" in proc.stderr
 
@@ -117,6 +141,7 @@ def test_existing_workdir_needs_resume_and_resume_needs_a_run(full_run, tmp_path
         ("--config.agent.num_posterior_particles=0", "config.agent.num_posterior_particles"),  # the factory's
         ("--config.sweep.actor_width=8,16", "config.sweep.actor_width"),  # a static field swept
         ("--config.agent.bogus_field=1", "--config.agent.bogus_field"),  # no such field: one line, no traceback
+        ("--config.agent.critc_lr=1", "did you mean critic_lr"),  # a typo: a suggestion
     ],
 )
 def test_invalid_config_fails_before_compiling(tmp_path, flag, field):
@@ -181,6 +206,10 @@ def test_a_diverging_run_stops_naming_the_metric_and_keeps_its_last_good_checkpo
     saved = sorted(int(d) for d in os.listdir(tmp_path / "nan" / "checkpoints") if d.isdigit())
     assert saved and saved[-1] < step and f"last good checkpoint is step {saved[-1]}" in line[0]
     assert not os.path.exists(tmp_path / "nan" / "summary.json")
+    proc = _run(str(tmp_path / "nan"), "--resume", "--config.agent.critic_lr=1e-3", "--config.checkpoint_every=50")
+    assert "agent.critic_lr changes from 100000000.0 to 0.001 (allowed on resume)" in proc.stdout, proc.stdout[-2000:]
+    summary = json.load(open(tmp_path / "nan" / "summary.json"))
+    assert summary["step"] == 300 and all(v is not None for v in summary["last_eval"])
 
 
 def test_plot_groups_workdirs_and_names_its_intervals(full_run, tmp_path):
