@@ -31,7 +31,7 @@ import optax
 
 from rfm_jax import losses, schedules
 from rfm_jax.checks import check_positive_int, check_rank
-from rfm_jax.networks import CriticEnsemble
+from rfm_jax.networks import BLOCKS, CriticEnsemble
 
 Array = jax.Array
 
@@ -59,6 +59,16 @@ def check_positive(name: str, **values) -> None:
     for arg, value in values.items():
         if not (value > 0 and np.isfinite(value)):
             raise ValueError(f"{name}: `{arg}` must be finite and > 0, got {value}.")
+
+
+def check_policy_net(name: str, *, actor_block: str, actor_embed_dim: int, t_min: float, actor_lr: float) -> None:
+    """The checks every flow / diffusion policy network shares (``VelocityNet`` and its sampler)."""
+    check_choice(name, "actor_block", actor_block, BLOCKS)
+    if actor_embed_dim % 2 or actor_embed_dim < 4:
+        raise ValueError(f"{name}: `actor_embed_dim` must be even and >= 4, got {actor_embed_dim}.")
+    if not 0.0 < t_min < 0.5:
+        raise ValueError(f"{name}: `t_min` must lie in (0, 0.5), got {t_min}.")
+    check_positive(name, actor_lr=actor_lr)
 
 
 def check_leaf(name: str, field: str, value, ok, rule: str, allow_inf: bool = False) -> None:

@@ -35,9 +35,9 @@ from flax import struct
 
 from rfm_jax import losses, replay, schedules
 from rfm_jax.agents import core
-from rfm_jax.agents.rfm import RFMState
+from rfm_jax.agents.rfm import RFMState, init_state
 from rfm_jax.checks import check_positive_int, check_rank
-from rfm_jax.networks import BLOCKS, VelocityNet
+from rfm_jax.networks import VelocityNet
 
 Array = jax.Array
 U_MAX = math.atanh(0.999)  # latent bound of the sampler's clean-latent prediction
@@ -82,12 +82,8 @@ def make_qsm(
     for arg, value in (("obs_dim", obs_dim), ("action_dim", action_dim), ("num_eval_particles", num_eval_particles),
                        ("num_ode_steps", num_ode_steps), ("actor_width", actor_width), ("actor_blocks", actor_blocks)):
         check_positive_int(name, arg, value)
-    core.check_choice(name, "actor_block", actor_block, BLOCKS)
-    if actor_embed_dim % 2 or actor_embed_dim < 4:
-        raise ValueError(f"{name}: `actor_embed_dim` must be even and >= 4, got {actor_embed_dim}.")
-    if not 0.0 < t_min < 0.5:
-        raise ValueError(f"{name}: `t_min` must lie in (0, 0.5), got {t_min}.")
-    core.check_positive(name, actor_lr=actor_lr)
+    core.check_policy_net(name, actor_block=actor_block, actor_embed_dim=actor_embed_dim, t_min=t_min,
+                          actor_lr=actor_lr)
 
     critics = core.make_critics(num_critics=num_critics, hidden=critic_hidden, lr=critic_lr, grad_clip=grad_clip,
                                 name=name)
@@ -98,13 +94,8 @@ def make_qsm(
     one = jnp.ones(())  # the network's temperature input, unused by QSM
 
     def init(key: Array, hyper: QSMHyper) -> RFMState:
-        key_actor, key_critic = jax.random.split(key)
-        actor_params = actor.init(key_actor, jnp.zeros((obs_dim,)), jnp.zeros((action_dim,)), jnp.zeros(()), one)
-        critic_params, critic_opt_state = critics.init(key_critic, obs_dim, action_dim)
-        return RFMState(actor_params=actor_params, critic_params=critic_params, target_critic_params=critic_params,
-                        actor_opt_state=actor_opt.init(actor_params), critic_opt_state=critic_opt_state,
-                        hyper=jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), hyper),
-                        updates=jnp.zeros((), jnp.int32))
+        return init_state(key, hyper, actor=actor, actor_opt=actor_opt, critics=critics, obs_dim=obs_dim,
+                          action_dim=action_dim)
 
     def q_min(critic_params, obs, action):
         return jnp.min(critics.apply(critic_params, obs, action), axis=-1)

@@ -40,9 +40,9 @@ from flax import struct
 
 from rfm_jax import replay, schedules
 from rfm_jax.agents import core
-from rfm_jax.agents.rfm import RFMState, resolve_sample_chunk
+from rfm_jax.agents.rfm import RFMState, init_state, resolve_sample_chunk
 from rfm_jax.checks import check_positive_int, check_rank
-from rfm_jax.networks import BLOCKS, VelocityNet
+from rfm_jax.networks import VelocityNet
 
 Array = jax.Array
 U_MAX = math.atanh(0.999)  # latent bound of the training samples and the uniform actions
@@ -99,14 +99,10 @@ def make_qvpo(
                        ("actor_width", actor_width), ("actor_blocks", actor_blocks)):
         check_positive_int(name, arg, value)
     check_positive_int(name, "num_train_particles", num_train_particles, 2)  # a mean needs two samples
-    core.check_choice(name, "actor_block", actor_block, BLOCKS)
-    if actor_embed_dim % 2 or actor_embed_dim < 4:
-        raise ValueError(f"{name}: `actor_embed_dim` must be even and >= 4, got {actor_embed_dim}.")
     if sample_chunk not in (None, "auto"):
         check_positive_int(name, "sample_chunk", sample_chunk)
-    if not 0.0 < t_min < 0.5:
-        raise ValueError(f"{name}: `t_min` must lie in (0, 0.5), got {t_min}.")
-    core.check_positive(name, actor_lr=actor_lr)
+    core.check_policy_net(name, actor_block=actor_block, actor_embed_dim=actor_embed_dim, t_min=t_min,
+                          actor_lr=actor_lr)
 
     critics = core.make_critics(num_critics=num_critics, hidden=critic_hidden, lr=critic_lr, grad_clip=grad_clip,
                                 name=name)
@@ -117,14 +113,8 @@ def make_qvpo(
     ode = dict(policy="diffusion", schedule=schedule, num_steps=num_ode_steps, t_min=t_min, x1_bound=U_MAX)
 
     def init(key: Array, hyper: QVPOHyper) -> RFMState:
-        key_actor, key_critic = jax.random.split(key)
-        actor_params = actor.init(key_actor, jnp.zeros((obs_dim,)), jnp.zeros((action_dim,)), jnp.zeros(()),
-                                  jnp.ones(()))
-        critic_params, critic_opt_state = critics.init(key_critic, obs_dim, action_dim)
-        return RFMState(actor_params=actor_params, critic_params=critic_params, target_critic_params=critic_params,
-                        actor_opt_state=actor_opt.init(actor_params), critic_opt_state=critic_opt_state,
-                        hyper=jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), hyper),
-                        updates=jnp.zeros((), jnp.int32))
+        return init_state(key, hyper, actor=actor, actor_opt=actor_opt, critics=critics, obs_dim=obs_dim,
+                          action_dim=action_dim)
 
     def samples(actor_params, critic_params, key, obs, temperature, num_particles):
         """P latents u [P, A] at one state obs [O] by DDIM, and their q = min_k Q_k(s, tanh u) [P]."""

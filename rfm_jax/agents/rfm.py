@@ -33,7 +33,7 @@ from rfm_jax import losses, replay, schedules
 from rfm_jax.agents import core
 from rfm_jax.checks import check_positive_int, check_rank
 from rfm_jax.estimators import tanh_boltzmann_log_prob
-from rfm_jax.networks import BLOCKS, VelocityNet
+from rfm_jax.networks import VelocityNet
 
 Array = jax.Array
 POLICIES = ("flow", "diffusion")
@@ -87,6 +87,17 @@ class RFMState:
     critic_opt_state: optax.OptState  # one Adam state per critic (leading axis K)
     hyper: RFMHyper
     updates: Array  # [] int32
+
+
+def init_state(key: Array, hyper, *, actor, actor_opt, critics, obs_dim: int, action_dim: int) -> RFMState:
+    """A fresh state of any agent with a ``VelocityNet`` policy (RFM, QNE, DQS, QVPO, QSM): actor
+    initialised at zero inputs and lambda = 1, critics and their targets equal, float32 hyper."""
+    key_actor, key_critic = jax.random.split(key)
+    actor_params = actor.init(key_actor, jnp.zeros((obs_dim,)), jnp.zeros((action_dim,)), jnp.zeros(()), jnp.ones(()))
+    critic_params, critic_opt_state = critics.init(key_critic, obs_dim, action_dim)
+    return RFMState(actor_params=actor_params, critic_params=critic_params, target_critic_params=critic_params,
+                    actor_opt_state=actor_opt.init(actor_params), critic_opt_state=critic_opt_state,
+                    hyper=jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), hyper), updates=jnp.zeros((), jnp.int32))
 
 
 def resolve_sample_chunk(sample_chunk, num_particles: int) -> int | None:
@@ -164,19 +175,16 @@ def make_rfm(
     for arg, value, allowed in (("policy", policy, POLICIES), ("proposal", proposal, PROPOSALS),
                                 ("diffusion_schedule", diffusion_schedule, DIFFUSION_SCHEDULES),
                                 ("control_variate", control_variate, CONTROL_VARIATES),
-                                ("coef_space", coef_space, ("data", "noise")), ("actor_block", actor_block, BLOCKS)):
+                                ("coef_space", coef_space, ("data", "noise"))):
         if value not in allowed:
             raise ValueError(f"{name}: `{arg}` must be one of {allowed}, got {value!r}.")
     if control_variate.startswith("optimal") and num_posterior_particles < 2:
         raise ValueError(f"{name}: the optimal control variates need `num_posterior_particles` >= 2.")
-    if actor_embed_dim % 2 or actor_embed_dim < 4:
-        raise ValueError(f"{name}: `actor_embed_dim` must be even and >= 4, got {actor_embed_dim}.")
     for arg, value in (("sample_chunk", sample_chunk), ("particle_batch", particle_batch)):
         if value not in (None, "auto"):
             check_positive_int(name, arg, value)
-    if not 0.0 < t_min < 0.5:
-        raise ValueError(f"{name}: `t_min` must lie in (0, 0.5), got {t_min}.")
-    core.check_positive(name, actor_lr=actor_lr)
+    core.check_policy_net(name, actor_block=actor_block, actor_embed_dim=actor_embed_dim, t_min=t_min,
+                          actor_lr=actor_lr)
 
     critics = core.make_critics(num_critics=num_critics, hidden=critic_hidden, lr=critic_lr, grad_clip=grad_clip,
                                 name=name)
@@ -190,21 +198,10 @@ def make_rfm(
     ode = dict(policy=policy, schedule=schedule, num_steps=num_ode_steps, t_min=t_min)
 
     def init(key: Array, hyper: RFMHyper) -> RFMState:
-        key_actor, key_critic = jax.random.split(key)
         if hyper.temperature_final is None:
             hyper = hyper.replace(temperature_final=hyper.temperature)
-        actor_params = actor.init(key_actor, jnp.zeros((obs_dim,)), jnp.zeros((action_dim,)), jnp.zeros(()),
-                                  jnp.ones(()))
-        critic_params, critic_opt_state = critics.init(key_critic, obs_dim, action_dim)
-        return RFMState(
-            actor_params=actor_params,
-            critic_params=critic_params,
-            target_critic_params=critic_params,
-            actor_opt_state=actor_opt.init(actor_params),
-            critic_opt_state=critic_opt_state,
-            hyper=jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), hyper),
-            updates=jnp.zeros((), jnp.int32),
-        )
+        return init_state(key, hyper, actor=actor, actor_opt=actor_opt, critics=critics, obs_dim=obs_dim,
+                          action_dim=action_dim)
 
     def q_min(critic_params, obs, action):
         return jnp.min(critics.apply(critic_params, obs, action), axis=-1)
