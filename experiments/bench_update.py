@@ -4,6 +4,7 @@ update and achieved GMAC/s, compile time, and where the time goes.
     python experiments/bench_update.py                                  # lite and reference, 1 seed
     python experiments/bench_update.py --numerics reference --seeds 1   # one row (for alternation)
     python experiments/bench_update.py --numerics reference --seeds 1,8,32 --no_breakdown
+    python experiments/bench_update.py --numerics reference --seeds 1,8,32,128 --no_breakdown --shard  # all devices
 
 Numerics (cheetah-run shapes: O = 17, A = 6; batch 256; 256-wide actor and critics):
   lite       16 posterior particles, 4 / 4 / 8 policy particles (train / data / eval), 5 Euler steps
@@ -12,7 +13,9 @@ Numerics (cheetah-run shapes: O = 17, A = 6; batch 256; 256-wide actor and criti
 
 One env step is one call of ``jit(vmap(train_step))`` over S seeds exactly as the training loop
 makes it: add the last transitions, sample a batch, one update, and the next training action of
-every seed (blocking on the actions).  Compile time is separate.  ``--breakdown`` (default on)
+every seed (blocking on the actions).  Compile time is separate.  ``--shard`` splits the S runs
+over every device (``rfm_jax.distributed``, as ``run.py`` does; S must be a multiple of the
+device count) and reports env steps/s per run and in total.  ``--breakdown`` (default on)
 times ablations of the same step at S = 1:
   sampling   = full - the step with 1 train particle and 1 ODE step
   posterior  = full - the step with 2 posterior particles
@@ -39,6 +42,7 @@ from configs import rfm as rfm_configs  # noqa: E402
 from rfm_jax import envs  # noqa: E402
 from rfm_jax.agents import make_agent  # noqa: E402
 from rfm_jax.cost import update_macs  # noqa: E402
+from rfm_jax.distributed import Layout  # noqa: E402
 from rfm_jax.sweeps import expand, hyper_per_run, run_keys  # noqa: E402
 from rfm_jax.train import compile_seeds, empty_transitions, make_step_fns  # noqa: E402
 
@@ -57,13 +61,14 @@ def setting(numerics: str):
     return config, {**rfm_configs.agent_kwargs(config), **NUMERICS.get(numerics, {})}
 
 
-def time_train_step(config, kwargs: dict, num_seeds: int, min_time: float) -> dict:
+def time_train_step(config, kwargs: dict, num_seeds: int, min_time: float, shard: bool = False) -> dict:
     """Compile time and steady-state ms per call of the seed-vmapped train_step."""
     spec = envs.spec(config.task)
     agent = make_agent(config.algo, obs_dim=spec.obs_dim, action_dim=spec.action_dim, **kwargs)
     fns = compile_seeds(make_step_fns(agent, obs_dim=spec.obs_dim, action_dim=spec.action_dim,
                                       num_envs=config.num_envs, replay_capacity=config.replay_capacity,
-                                      batch_size=config.batch_size, updates_per_step=config.updates_per_step))
+                                      batch_size=config.batch_size, updates_per_step=config.updates_per_step),
+                        Layout.make(num_seeds).sharding if shard else None)
     runs = expand(range(num_seeds), None)
     state = fns.init(run_keys(runs), hyper_per_run(agent.hyper.replace(**dict(config.hyper)), runs))
     rng = np.random.default_rng(0)
@@ -101,7 +106,7 @@ def time_host_env(task: str, num_seeds: int, steps: int = 300) -> float:
     return 1e3 * (time.perf_counter() - t0) / steps
 
 
-def bench(numerics: str, seeds: list[int], min_time: float, breakdown: bool) -> list[dict]:
+def bench(numerics: str, seeds: list[int], min_time: float, breakdown: bool, shard: bool = False) -> list[dict]:
     config, kwargs = setting(numerics)
     spec = envs.spec(config.task)
     macs = update_macs(obs_dim=spec.obs_dim, action_dim=spec.action_dim, batch_size=config.batch_size, **kwargs)
@@ -111,11 +116,16 @@ def bench(numerics: str, seeds: list[int], min_time: float, breakdown: bool) -> 
           f"particles, {kwargs['num_ode_steps']} ODE steps, {gmac:.2f} GMAC per update + action, "
           f"backend {jax.default_backend()}", flush=True)
     rows = []
+    devices = jax.device_count() if shard else 1
     for num_seeds in seeds:
-        r = time_train_step(config, kwargs, num_seeds, min_time)
+        if num_seeds % devices:
+            print(f"  S={num_seeds}: skipped, not a multiple of the {devices} devices", flush=True)
+            continue
+        r = time_train_step(config, kwargs, num_seeds, min_time, shard)
         ms = r["ms_per_call"]
-        row = {"numerics": numerics, "task": config.task, "seeds": num_seeds, "ms_per_env_step": ms,
-               "ms_per_seed_step": ms / num_seeds, "env_steps_per_s": 1e3 * num_seeds / ms,
+        row = {"numerics": numerics, "task": config.task, "seeds": num_seeds, "devices": devices,
+               "ms_per_env_step": ms, "ms_per_seed_step": ms / num_seeds, "env_steps_per_s": 1e3 * num_seeds / ms,
+               "env_steps_per_s_per_run": 1e3 / ms,
                "gmac_per_update": gmac, "gmac_per_s": gmac * num_seeds / (ms / 1e3),
                "compile_s": r["compile_s"], "timed_calls": r["timed_calls"],
                "host_env_ms": time_host_env(config.task, num_seeds)}
@@ -144,18 +154,22 @@ def main():
     parser.add_argument("--min_time", type=float, default=10.0, help="seconds of timed calls per setting")
     parser.add_argument("--breakdown", action=argparse.BooleanOptionalAction, default=True,
                         help="time the ablations that split the step (three more compilations)")
+    parser.add_argument("--shard", action="store_true",
+                        help="split the runs over every device (a multiple of the device count)")
     parser.add_argument("--out", default=os.path.join(HERE, "results", "bench_update"))
     args = parser.parse_args()
     header = {"device": jax.devices()[0].device_kind, "backend": jax.default_backend(),
               "xla_flags": os.environ.get("XLA_FLAGS", ""),
-              "cpu_count": os.cpu_count(), "jax": jax.__version__}
+              "cpu_count": os.cpu_count(), "jax": jax.__version__, "device_count": jax.device_count()}
     first = None
     for numerics in args.numerics.split(","):
         if numerics not in (*NUMERICS, "cpu"):
             parser.error(f"--numerics: unknown {numerics!r}; choose from lite, reference, cpu")
-        rows = bench(numerics, [int(s) for s in args.seeds.split(",")], args.min_time, args.breakdown)
+        rows = bench(numerics, [int(s) for s in args.seeds.split(",")], args.min_time, args.breakdown, args.shard)
+        if not rows:
+            parser.error(f"--seeds: no count is a multiple of the {jax.device_count()} devices")
         os.makedirs(args.out, exist_ok=True)
-        path = os.path.join(args.out, f"bench_{numerics}.json")
+        path = os.path.join(args.out, f"bench_{numerics}{'_sharded' if args.shard else ''}.json")
         with open(path, "w") as f:
             json.dump({**header, "rows": rows}, f, indent=2)
         print(f"wrote {path}", flush=True)

@@ -8,16 +8,21 @@ and swept hyperparameter values in one program.
         --config.sweep.temperature=0.01,0.02,0.05 --workdir=runs/sweep                       # 6 runs, one program
     python experiments/run.py --config=... --workdir=runs/demo --resume                      # continue a killed run
     python experiments/run.py --config=experiments/configs/rfm.py:cheetah-run --dry_run        # check, build, count
+    python experiments/run.py --config=... --config.num_seeds=8 --workdir=runs/multi \
+        --coordinator=host0:1234 --num_processes=2 --process_id=0                          # runs over 2 processes
 
 Writes <workdir>/config.json, provenance.json (versions, devices, git commit and command of every
 session), metrics/{train,eval}_<run>.jsonl and tb/<run>/ (TensorBoard; run names
 seed{s} or seed{s}_<field><value> in a sweep, with HParams) and checkpoints/ (orbax: params,
 optimiser states, replay buffers, PRNG keys, counters, env states).  Ctrl-C or SIGTERM saves a
-checkpoint and exits; --resume continues exactly where it stopped.
+checkpoint and exits; --resume continues exactly where it stopped.  The runs are sharded over
+every device (``rfm_jax.distributed``); with several processes each one writes its own runs'
+metrics and checkpoint parts, and process 0 the run's files (config, provenance, summary).
 """
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import importlib.util
 import json
@@ -45,7 +50,20 @@ flags.DEFINE_integer("stop_after", None, "End this session (with a checkpoint) a
 flags.DEFINE_bool("progress", True, "Show a progress bar.")
 flags.DEFINE_bool("dry_run", False, "Validate the config, build the agent, print parameter counts and the update's "
                   "GMAC, and exit before training.")
+flags.DEFINE_string("coordinator", None, "Multi-process runs: HOST:PORT of process 0 (jax.distributed); with "
+                    "--num_processes and --process_id.")
+flags.DEFINE_integer("num_processes", None, "Multi-process runs: how many processes train together.")
+flags.DEFINE_integer("process_id", None, "Multi-process runs: this process's index, 0 .. num_processes - 1.")
+flags.DEFINE_bool("distributed", False, "Multi-process runs on a cluster: let jax.distributed read the process "
+                  "layout from the environment (SLURM, Open MPI, ...).")
+flags.DEFINE_integer("num_devices", None, "Use only the first N local devices (one process); default: all.")
+flags.DEFINE_bool("debug", False, "Show Python tracebacks for user errors (bad config, workdir, disk full) too.")
 flags.mark_flags_as_required(["config"])
+
+
+class UserError(app.UsageError):
+    """Something the user can fix (a config field, the workdir, disk space): printed as one line
+    ``run.py: ...`` with exit status 2 (no traceback unless --debug)."""
 
 # Fields that may differ between a run and its resume (they change no array's shape): e.g. lower
 # learning rates to continue from the last good checkpoint of a run that diverged.
@@ -69,7 +87,10 @@ def validate(config) -> list[str]:
     if config.get("algo") not in REGISTRY:
         errors.append(f"config.algo must be one of {sorted(REGISTRY)}, got {config.get('algo')!r}")
     if config.task not in TASKS:
-        errors.append(f"config.task {config.task!r} is not a DMC task. Valid names: {', '.join(TASKS)}")
+        close = difflib.get_close_matches(str(config.task), TASKS, n=3)
+        errors.append(f"config.task {config.task!r} is not a DMC task"
+                      + (f"; did you mean {' or '.join(close)}?" if close else "")
+                      + f" Valid names: {', '.join(TASKS)}")
     for name in ("num_seeds", "num_envs", "total_steps", "batch_size", "replay_capacity", "updates_per_step",
                  "eval_every", "eval_episodes", "log_every", "checkpoint_every"):
         _positive(errors, name, config[name])
@@ -108,7 +129,7 @@ def setup(config):
     try:
         return build(config.task, config.algo, agent_kwargs(config), dict(config.hyper), seeds, sweep_values(config))
     except ValueError as e:
-        raise app.UsageError(f"Invalid config: {_config_field(config, str(e))}{e}") from None
+        raise UserError(f"Invalid config: {_config_field(config, str(e))}{e}") from None
 
 
 def _config_field(config, message: str) -> str:
@@ -149,7 +170,7 @@ def _check_resume(workdir: str, config) -> None:
     changed = [k for k in sorted(set(saved) | set(current)) if saved.get(k) != current.get(k)
                and k not in RESUMABLE_CHANGES]
     if changed:
-        raise app.UsageError(f"--resume: config fields differ from {workdir}/config.json: "
+        raise UserError(f"--resume: config fields differ from {workdir}/config.json: "
                              + ", ".join(f"{k} ({saved.get(k)!r} -> {current.get(k)!r})" for k in changed)
                              + f"; only these may change on resume: {', '.join(RESUMABLE_CHANGES)}")
     for k in RESUMABLE_CHANGES:
@@ -157,7 +178,7 @@ def _check_resume(workdir: str, config) -> None:
             print(f"--resume: {k} changes from {saved[k]!r} to {current[k]!r} (allowed on resume).", flush=True)
     latest = _latest_checkpoint(workdir)
     if latest is not None and config.total_steps < latest:
-        raise app.UsageError(f"--resume: config.total_steps ({config.total_steps}) is below the newest "
+        raise UserError(f"--resume: config.total_steps ({config.total_steps}) is below the newest "
                              f"checkpoint's step ({latest}) in {workdir}")
 
 
@@ -229,58 +250,128 @@ def record_provenance(workdir: str, resume: bool) -> None:
 
 
 def main(argv):
+    """``_main`` with user errors, a disk filling up and a signal during compilation reported in
+    one line (``--debug`` re-raises them with their traceback)."""
+    from rfm_jax.checkpoints import DiskFullError, NoUsableCheckpoint, ProcessCountMismatch
+    from rfm_jax.guards import Interrupted, NonFiniteError, is_disk_full
+
+    try:
+        _main(argv)
+    except (UserError, NonFiniteError, Interrupted, NoUsableCheckpoint, ProcessCountMismatch, OSError) as error:
+        if FLAGS.debug or (isinstance(error, OSError) and not is_disk_full(error)):
+            raise
+        code = {UserError: 2, ProcessCountMismatch: 2, Interrupted: 0}.get(type(error), 1)
+        message = str(error)
+        if isinstance(error, OSError):  # ENOSPC: a checkpoint (DiskFullError) or a metrics file
+            message = error.strerror if isinstance(error, DiskFullError) else (
+                f"no space left on the device ({message.splitlines()[0][:200]}); the last checkpoint is intact; "
+                "free some space, then --resume")
+        print(f"run.py: {message}", file=sys.stderr, flush=True)
+        # XLA's compiler thread, or orbax's and tensorstore's I/O threads after a failed save or
+        # restore, may still be running (and print their own tracebacks at shutdown): exit now.
+        sys.stdout.flush()
+        os._exit(code)
+
+
+def _main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint step at INFO
     config, workdir = FLAGS.config, FLAGS.workdir
     errors = validate(config)
     if errors:
-        raise app.UsageError("Invalid config:\n  " + "\n  ".join(errors))
+        raise UserError("invalid config: " + "; ".join(errors))
     if FLAGS.dry_run:
         dry_run(config)
         return
-    setup(config)  # the agent's checks, before anything is written
+    join_processes()  # before anything starts JAX's backend
+    _, _, runs = setup(config)  # the agent's checks, before anything is written
     if workdir is None:
-        raise app.UsageError("--workdir is required (except with --dry_run)")
+        raise UserError("--workdir is required (except with --dry_run)")
+    devices = run_devices(len(runs))
+    lead = _is_lead()
     has_run = _latest_checkpoint(workdir) is not None
     resume = FLAGS.resume and has_run
     if FLAGS.resume and not has_run:  # e.g. killed before its first checkpoint completed
         print(f"--resume: no complete checkpoint in {workdir}; starting from step 0.", flush=True)
     if has_run and not FLAGS.resume:
-        raise app.UsageError(f"{workdir} already holds a run: pass --resume to continue it, or another --workdir")
+        raise UserError(f"{workdir} already holds a run: pass --resume to continue it, or another --workdir")
     if resume:
         _check_resume(workdir, config)
-    try:
-        os.makedirs(workdir, exist_ok=True)
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(config.to_json(indent=2))
-    except OSError as error:
-        raise app.UsageError(f"--workdir={workdir}: cannot write there ({error.strerror or error})") from None
-    record_provenance(workdir, resume)
+    if lead:  # process 0 writes the run's own files; every process writes its runs' metrics
+        try:
+            os.makedirs(workdir, exist_ok=True)
+            _write_atomically(os.path.join(workdir, "config.json"), config.to_json(indent=2))
+        except OSError as error:
+            raise UserError(f"--workdir={workdir}: cannot write there ({error.strerror or error})") from None
+        record_provenance(workdir, resume)
 
-    from rfm_jax.loop import NonFiniteError, train
+    from rfm_jax.loop import train
 
     seeds = [config.seed + i for i in range(config.num_seeds)]
     start = _latest_checkpoint(workdir) if resume else 0
-    progress = Progress(start, config.total_steps) if FLAGS.progress else None
+    progress = Progress(start, config.total_steps) if FLAGS.progress and lead else None
     sweep = sweep_values(config)
     print(f"Training {config.algo} on {config.task} with seeds {seeds}"
           + (f" x sweep {sweep}" if sweep else "") + f" into {workdir}", flush=True)
     try:
-        summary = _train(train, config, workdir, seeds, sweep, progress, resume)
-    except NonFiniteError as error:
+        summary = _train(train, config, workdir, seeds, sweep, progress, resume, devices)
+    finally:
         if progress is not None:
             progress.close()
-        print(f"run.py: {error}", file=sys.stderr, flush=True)
-        sys.exit(1)
-    if progress is not None:
-        progress.close()
     summary["provenance"] = PROVENANCE
-    with open(os.path.join(workdir, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2, allow_nan=False)
+    if lead:
+        _write_atomically(os.path.join(workdir, "summary.json"), json.dumps(summary, indent=2, allow_nan=False))
     print(json.dumps(summary), flush=True)
 
 
-def _train(train, config, workdir, seeds, sweep, progress, resume) -> dict:
+def _is_lead() -> bool:
+    import jax
+
+    return jax.process_index() == 0
+
+
+def _write_atomically(path: str, text: str) -> None:
+    with open(path + ".tmp", "w") as f:
+        f.write(text)
+    os.replace(path + ".tmp", path)
+
+
+def join_processes() -> None:
+    """Join the other processes of a multi-process run (``--coordinator`` or ``--distributed``)."""
+    from rfm_jax import distributed
+
+    if not (FLAGS.coordinator or FLAGS.distributed):
+        return
+    if FLAGS.coordinator and (FLAGS.num_processes is None or FLAGS.process_id is None):
+        raise UserError("--coordinator needs --num_processes and --process_id")
+    if FLAGS.num_processes is not None and not 0 <= (FLAGS.process_id or 0) < FLAGS.num_processes:
+        raise UserError(f"--process_id={FLAGS.process_id} must lie in 0 .. --num_processes - 1")
+    if FLAGS.num_devices is not None:
+        raise UserError("--num_devices applies to one process only; use CUDA_VISIBLE_DEVICES per process")
+    distributed.initialize(FLAGS.coordinator, FLAGS.num_processes, FLAGS.process_id)
+
+
+def run_devices(num_runs: int):
+    """The devices to shard the runs over (None: every device of every process); refuses a run
+    count that they do not divide, before anything is compiled or written."""
+    import jax
+
+    from rfm_jax import distributed
+
+    devices = None
+    if FLAGS.num_devices is not None:
+        if not 1 <= FLAGS.num_devices <= jax.local_device_count():
+            raise UserError(f"--num_devices={FLAGS.num_devices} must lie in 1 .. {jax.local_device_count()} "
+                            "(this machine's devices)")
+        devices = jax.local_devices()[:FLAGS.num_devices]
+    try:
+        distributed.Layout.make(num_runs, devices)
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    return devices
+
+
+def _train(train, config, workdir, seeds, sweep, progress, resume, devices) -> dict:
     return train(
         task=config.task, seeds=seeds, workdir=workdir, algo=config.algo, agent_kwargs=agent_kwargs(config),
         hyper=dict(config.hyper), sweep=sweep,
@@ -289,14 +380,12 @@ def _train(train, config, workdir, seeds, sweep, progress, resume) -> dict:
         eval_every=config.eval_every, eval_episodes=config.eval_episodes, eval_mode=config.eval_mode,
         log_every=config.log_every,
         checkpoint_every=config.checkpoint_every, resume=resume, stop_after=FLAGS.stop_after, progress=progress,
-        video=config.video,
+        video=config.video, devices=devices,
     ).summary
 
 
 def _suggest(argv: list[str], flag: str) -> str:
     """"; did you mean ...?" for an unknown ``--config.a.b`` flag, from the fields next to it."""
-    import difflib
-
     spec = next((a.split("=", 1)[1] for a in argv[1:] if a.startswith("--config=")), None)
     if spec is None:
         return ""

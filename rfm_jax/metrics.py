@@ -8,7 +8,8 @@
 
 Every row holds ``step`` (env steps per env) and ``wall_time`` (seconds of training, summed over
 resumed sessions).  On resume from step N, rows with step > N are dropped and TensorBoard purges
-later events, so a resumed run's outputs match an uninterrupted one.
+later events, so a resumed run's outputs match an uninterrupted one (``resume_step=-1``: a run
+starting afresh drops every row a killed earlier attempt left).
 """
 
 from __future__ import annotations
@@ -28,10 +29,17 @@ def _clean(value):
 
 
 def read_jsonl(path: str) -> list[dict]:
+    """The rows of a JSONL file; a line torn by a kill mid-write is skipped."""
     if not os.path.exists(path):
         return []
+    rows = []
     with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+        for line in f:
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return rows
 
 
 class MetricsWriter:

@@ -71,6 +71,6 @@ def load_policy(workdir: str, run: int | str = 0) -> Policy:
     step = ckpt.latest_step()
     if step is None:
         raise FileNotFoundError(f"load_policy: no checkpoint in {workdir}/checkpoints.")
-    state, _, _ = ckpt.restore(step, like)
+    state = ckpt.restore_state(step, like)
     ckpt.close()
     return Policy(agent=agent, state=jax.tree.map(lambda x: x[index], state.agent), run=names[index], step=step)

@@ -129,13 +129,40 @@ def make_step_fns(
     return StepFns(init=init, warmup_step=warmup_step, train_step=train_step, eval_act=eval_act)
 
 
-def compile_seeds(fns: StepFns) -> StepFns:
+def compile_seeds(fns: StepFns, sharding=None) -> StepFns:
     """``jit(vmap(...))`` over a leading run axis R (seeds, or seeds x swept values); the training
     state is donated (no copy of the replay buffer per step).  ``init`` takes keys [R] and a hyper
-    pytree whose leaves all have the leading axis R (``runs.hyper_per_run`` builds it)."""
+    pytree whose leaves all have the leading axis R (``runs.hyper_per_run`` builds it).  With
+    ``sharding`` (``rfm_jax.distributed.Layout.sharding``) every argument and output is split
+    over the devices along R."""
+    if sharding is None:
+        return StepFns(
+            init=jax.jit(jax.vmap(fns.init)),
+            warmup_step=jax.jit(jax.vmap(fns.warmup_step), donate_argnums=0),
+            train_step=jax.jit(jax.vmap(fns.train_step), donate_argnums=0),
+            eval_act=jax.jit(jax.vmap(fns.eval_act)),
+        )
+    on_runs = dict(out_shardings=sharding)
     return StepFns(
-        init=jax.jit(jax.vmap(fns.init)),
-        warmup_step=jax.jit(jax.vmap(fns.warmup_step), donate_argnums=0),
-        train_step=jax.jit(jax.vmap(fns.train_step), donate_argnums=0),
-        eval_act=jax.jit(jax.vmap(fns.eval_act)),
+        init=jax.jit(jax.vmap(fns.init), in_shardings=(sharding,) * 2, **on_runs),
+        warmup_step=jax.jit(jax.vmap(fns.warmup_step), in_shardings=(sharding,) * 4, donate_argnums=0, **on_runs),
+        train_step=jax.jit(jax.vmap(fns.train_step), in_shardings=(sharding,) * 4, donate_argnums=0, **on_runs),
+        eval_act=jax.jit(jax.vmap(fns.eval_act), in_shardings=(sharding,) * 3, **on_runs),
     )
+
+
+def compile_ahead(fns: StepFns, state: TrainState, transitions, valid, obs, *, eval_episodes: int,
+                  phases=("warmup", "train"), layout=None) -> StepFns:
+    """``fns`` (from ``compile_seeds``) with ``eval_act`` and the step functions named in
+    ``phases`` compiled now, for these arguments' shapes (``lower(...).compile()``); the others
+    stay jitted.  The loop compiles here, before its first step, where a signal can stop it
+    (``guards.wait_interruptibly``).  Shapes: ``obs`` [R, E, O], ``eval_act`` for [R, eval_episodes, O]
+    (sharded like ``layout``'s runs when given)."""
+    args = (state, transitions, valid, obs)
+    warmup = fns.warmup_step.lower(*args).compile() if "warmup" in phases else fns.warmup_step
+    train = fns.train_step.lower(*args).compile() if "train" in phases else fns.train_step
+    num_runs, obs_dim = obs.shape[0], obs.shape[-1]
+    sharding = None if layout is None else layout.sharding
+    eval_args = (state.agent, jax.ShapeDtypeStruct((num_runs, 2), jnp.uint32, sharding=sharding),
+                 jax.ShapeDtypeStruct((num_runs, eval_episodes, obs_dim), jnp.float32, sharding=sharding))
+    return fns._replace(warmup_step=warmup, train_step=train, eval_act=fns.eval_act.lower(*eval_args).compile())

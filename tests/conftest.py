@@ -1,13 +1,24 @@
 """Test-wide settings: no display on CI machines, so MuJoCo loads without a GL backend; the same
-XLA CPU flags as experiments/run.py, so tests compile what the runs compile."""
+XLA CPU flags as experiments/run.py, so tests compile what the runs compile; a persistent XLA
+compilation cache per test worker (fresh each session), so that the many smoke runs of
+experiments/run.py in subprocesses compile the same programs once."""
 
+import atexit
 import os
+import shutil
+import tempfile
 
 import pytest
 
 from rfm_jax.runtime import configure_xla_cpu
 
 os.environ.setdefault("MUJOCO_GL", "disable")
+# One cache per process (xdist's workers inherit the controller's environment, and two workers
+# must not write one cache at once); a cache the user set is kept as given.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ or os.environ.get("RFM_JAX_TESTS_OWN_CACHE"):
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="rfm_jax_tests_xla_")
+    os.environ["RFM_JAX_TESTS_OWN_CACHE"] = "1"
+    atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], True)
 configure_xla_cpu()
 
 

@@ -179,3 +179,14 @@ class BatchedEnv:
 
     def set_state(self, blob: bytes) -> None:
         self.envs, self.returns, self.physics_errors, self.obs = pickle.loads(zlib.decompress(blob))
+
+    def get_run_state(self, s: int) -> bytes:
+        """``get_state`` of run (seed row) ``s`` alone: what a checkpoint stores per run."""
+        return zlib.compress(pickle.dumps((self.envs[s], self.returns[s], self.physics_errors[s], self.obs[s])), 1)
+
+    def set_run_states(self, blobs: list[bytes]) -> None:
+        """Restore every row from ``get_run_state`` blobs (one per seed, in order; after ``reset``)."""
+        if len(blobs) != len(self.seeds) or self.obs is None:
+            raise ValueError(f"BatchedEnv.set_run_states: call reset() first and pass {len(self.seeds)} blobs.")
+        for s, blob in enumerate(blobs):
+            self.envs[s], self.returns[s], self.physics_errors[s], self.obs[s] = pickle.loads(zlib.decompress(blob))

@@ -1,0 +1,47 @@
+"""Evaluation: greedy episodes of every run of this process, one run-vmapped call per env step.
+
+``mode="fixed"`` starts every evaluation from the same initial states and policy noise (the
+reference protocol); ``"fresh"`` draws new ones per evaluation.  With runs sharded over devices
+or processes (``rfm_jax.distributed.Layout``) each process steps its own runs' episodes.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rfm_jax import envs
+from rfm_jax.distributed import Layout
+
+EVAL_MODES = ("fixed", "fresh")
+
+
+def evaluate(fns, agent_state, *, task: str, seeds, episodes: int, eval_index: int, mode: str = "fixed",
+             recorders: list | None = None, layout: Layout | None = None) -> np.ndarray:
+    """Returns [R_local, episodes] returns of greedy episodes (NaN where the physics diverged) of
+    the runs with ``seeds`` (this process's runs: ``layout.local``; all runs without a layout).
+    ``fns.eval_act(agent_state, keys [R, 2], obs [R, episodes, O])`` acts for all runs at once;
+    ``recorders`` (one ``envs.Recorder`` per run) film each run's first episode."""
+    if mode not in EVAL_MODES:
+        raise ValueError(f"evaluate: `mode` must be one of {EVAL_MODES}, got {mode!r}.")
+    eval_index = 0 if mode == "fixed" else eval_index
+    env = envs.BatchedEnv(task, seeds, episodes, stream=1 + eval_index)
+    length = envs.spec(task).episode_length
+    obs = env.reset()
+    keys = np.asarray(jax.vmap(lambda s: jax.random.split(jax.random.fold_in(jax.random.PRNGKey(s), 1 + eval_index),
+                                                          length))(jnp.asarray(seeds, jnp.uint32)))
+    to_global = layout.to_global if layout is not None else (lambda x: x)
+    to_local = layout.to_local if layout is not None else jax.device_get
+    returns = np.full((len(seeds), episodes), np.nan)
+    for i in range(length):
+        for run, recorder in enumerate(recorders or ()):
+            recorder.add(env.envs[run][0])
+        actions = to_local(fns.eval_act(agent_state, to_global(keys[:, i]), to_global(obs.astype(np.float32))))
+        result = env.step(np.asarray(actions))
+        first = result.done & np.isnan(returns)
+        returns[first] = result.episode_return[first]
+        obs = result.obs
+    for recorder in recorders or ():
+        recorder.close()
+    return returns

@@ -1,0 +1,184 @@
+"""One session of ``rfm_jax.loop.train``'s host loop: the train state, this process's envs and
+host arrays, writers and counters between env steps, and the per-run checkpoint records that make
+a resumed session continue exactly (``Host``, ``records``, ``from_records``).  Internal to the loop.
+
+Per env step: one call of the compiled step on every run (global arrays), this process's runs'
+actions and metrics back to the host, the non-finite check (and the stop flag) agreed over the
+processes, then the envs step.  Rows are written every ``log_every`` steps, evaluations every
+``eval_every`` and checkpoints every ``checkpoint_every`` (and at a signal or the end).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import time
+from typing import NamedTuple
+
+import numpy as np
+
+from rfm_jax import envs, replay
+from rfm_jax.checkpoints import DiskFullError
+from rfm_jax.evaluation import evaluate
+from rfm_jax.guards import NonFiniteError, first_non_finite, runs_finite
+
+
+def _nanmean(x) -> float:
+    """Mean of the finite entries; NaN when there are none (no warning)."""
+    x = np.asarray(x, np.float64)
+    return float(x[np.isfinite(x)].mean()) if np.isfinite(x).any() else float("nan")
+
+
+def _nan_to_none(x):
+    return None if x is None or np.isnan(x) else float(x)
+
+
+class Host(NamedTuple):
+    """This process's host side of the loop (rows: its runs): what a checkpoint record holds."""
+
+    obs: np.ndarray  # [R_local, E, O]
+    valid: np.ndarray  # [R_local, E]
+    pending: replay.Transition  # [R_local, E, ...]: the transitions of the last env step
+    last_eval: list  # [R_local] mean return of the latest evaluation (None before the first)
+    train_returns: np.ndarray  # [R_local] return of the latest finished training episode
+    sums: dict  # {metric: [R_local]} running sums since the last train row
+
+
+def records(host: Host, env: envs.BatchedEnv) -> list[bytes]:
+    """One pickled record per run of this process: its envs, observations, pending transition,
+    last evaluation, last training return and running sums (``Checkpointer.save``'s records)."""
+    return [pickle.dumps({"env": env.get_run_state(i), "obs": host.obs[i], "valid": host.valid[i],
+                          "pending": [np.asarray(x[i]) for x in host.pending], "last_eval": host.last_eval[i],
+                          "train_return": host.train_returns[i], "sums": {k: v[i] for k, v in host.sums.items()}})
+            for i in range(len(host.last_eval))]
+
+
+def from_records(records: list[bytes], env: envs.BatchedEnv) -> Host:
+    """The inverse of ``records``: restores ``env`` (after its ``reset``) and returns the host arrays."""
+    rows = [pickle.loads(r) for r in records]
+    env.set_run_states([r["env"] for r in rows])
+    return Host(obs=np.stack([r["obs"] for r in rows]), valid=np.stack([r["valid"] for r in rows]),
+                 pending=replay.Transition(*(np.stack([r["pending"][f] for r in rows])
+                                             for f in range(len(replay.Transition._fields)))),
+                 last_eval=[r["last_eval"] for r in rows],
+                 train_returns=np.asarray([r["train_return"] for r in rows], np.float64),
+                 sums={k: np.asarray([r["sums"][k] for r in rows], np.float64) for k in rows[0]["sums"]})
+
+
+class Session:
+    """One session of ``train``'s host loop: the train state, this process's envs, host arrays,
+    writers and counters between env steps (private; everything it holds is checkpointed)."""
+
+    def __init__(self, fns, layout, env, ckpt, writer, runs, mine, host, state, stop, meta, elapsed0, *, task,
+                 workdir, eval_episodes, eval_mode, video):
+        self.fns, self.layout, self.env, self.ckpt, self.writer = fns, layout, env, ckpt, writer
+        self.runs, self.mine, self.host, self.state, self.stop = runs, mine, host, state, stop
+        self.task, self.workdir, self.eval_episodes, self.eval_mode = task, workdir, eval_episodes, eval_mode
+        self.counts = {k: int(v) for k, v in meta.get("log_counts", {}).items()}
+        self.num_evals, self.elapsed0, self.t0 = int(meta.get("num_evals", 0)), elapsed0, time.time()
+        self.video_switch = {"on": bool(video)}  # shared by the recorders: off after the first failure
+
+    def wall(self) -> float:
+        return self.elapsed0 + time.time() - self.t0
+
+    def loop(self, start, end, *, total_steps, warmup_steps, log_every, eval_every, checkpoint_every, progress):
+        """Env steps ``start`` .. ``end`` (or until a signal); returns the step reached."""
+        step, t_log, step_sps = start, time.time(), start
+        if start == 0:
+            self.evaluate(0)  # the initial policy, as the reference protocol does
+        while step < end:
+            fn = self.fns.warmup_step if step < warmup_steps else self.fns.train_step
+            host = self.host
+            self.state, actions, metrics = fn(self.state, *self.layout.to_global((host.pending, host.valid, host.obs)))
+            actions, metrics = self.layout.to_local((actions, metrics))  # one transfer per step
+            bad = first_non_finite(metrics)
+            stop, bad_anywhere = self.layout.any_of([bool(self.stop), bad is not None])
+            if bad_anywhere:
+                where = (f"non-finite {bad[0]} = {bad[2]} in run {self.mine[bad[1]].name}" if bad is not None
+                         else "non-finite values in another process's runs (see its log)")
+                self.stop_non_finite(f"{where} at env step {step + 1}")
+            self.env_step(actions, metrics)
+            step += 1
+            if step % log_every == 0 or step == total_steps:
+                sps = (step - step_sps) / max(time.time() - t_log, 1e-9)
+                self.log(step, sps)
+                t_log, step_sps = time.time(), step
+            if step % eval_every == 0 or step == total_steps:
+                self.evaluate(step)
+            if step % checkpoint_every == 0 or step == end or stop:
+                self.save(step)
+            if progress is not None:
+                progress(step, total_steps, {"eval": self.host.last_eval, "warmup": step < warmup_steps})
+            if stop:
+                break
+        return step
+
+    def env_step(self, actions, metrics) -> None:
+        host, result = self.host, self.env.step(actions)
+        finished = ~np.all(np.isnan(result.episode_return), axis=1)
+        host.train_returns[finished] = [_nanmean(r) for r in result.episode_return[finished]]
+        for k, v in metrics.items():  # empty during warm-up
+            host.sums[k] = host.sums.get(k, 0.0) + np.asarray(v, np.float64)
+            self.counts[k] = self.counts.get(k, 0) + 1
+        self.host = host._replace(obs=result.obs, valid=result.valid, pending=replay.Transition(
+            host.obs, actions, result.reward, result.discount, result.next_obs))
+
+    def log(self, step: int, sps: float) -> None:
+        host = self.host
+        rows = [{**{k: v[r] / self.counts[k] for k, v in host.sums.items()}, "train_return": host.train_returns[r],
+                 "physics_errors": self.env.physics_errors[r], "env_steps_per_s": sps} for r in range(len(self.mine))]
+        self.writer.write("train", step, self.wall(), rows)
+        host.sums.clear()
+        self.counts = {}
+
+    def evaluate(self, step: int) -> None:
+        recorders = None
+        if self.video_switch["on"]:
+            recorders = [envs.Recorder(os.path.join(self.workdir, "videos", r.name, f"step{step}.mp4"),
+                                       self.video_switch) for r in self.mine]
+        returns = evaluate(self.fns, self.state.agent, task=self.task, seeds=[r.seed for r in self.mine],
+                           episodes=self.eval_episodes, eval_index=self.num_evals, mode=self.eval_mode,
+                           recorders=recorders, layout=self.layout)
+        self.num_evals += 1
+        self.host = self.host._replace(last_eval=[_nanmean(r) for r in returns])
+        self.writer.write("eval", step, self.wall(),
+                          [{"eval_return_mean": _nanmean(r), "eval_return_std": np.nanstd(r) if np.isfinite(r).any()
+                            else np.nan, "eval_episodes": np.isfinite(r).sum()} for r in returns])
+
+    def stop_non_finite(self, what: str):
+        self.writer.close()
+        last_good = self.ckpt.latest_step()
+        self.ckpt.close()
+        kept = (f"the last good checkpoint is step {last_good}" if last_good is not None
+                else "no checkpoint was saved")
+        raise NonFiniteError(f"{what}; nothing was saved ({kept}). Lower the learning rates or clip, then "
+                             f"--resume from it, or start a new --workdir.")
+
+    def save(self, step: int) -> None:
+        finite = self.layout.to_local(runs_finite(self.state))
+        if self.layout.any_of([not finite.all()])[0]:
+            where = (f"run {self.mine[int(np.argmin(finite))].name}" if not finite.all()
+                     else "another process's runs")
+            self.stop_non_finite(f"non-finite parameters or optimiser state in {where} at env step {step}")
+        try:
+            self.ckpt.save(step, self.state, records(self.host, self.env),
+                           {"step": step, "wall_time": self.wall(), "log_counts": self.counts,
+                            "num_evals": self.num_evals})
+        except DiskFullError:
+            self.writer.close()
+            raise
+
+    def finish(self, step: int, algo: str, sweep) -> dict:
+        """Close the writers; the summary of every run (gathered from every process)."""
+        host, layout = self.host, self.layout
+        if sweep:
+            self.writer.write_hparams([{"seed": r.seed, **r.values} for r in self.mine],
+                                      [{"hparam/last_eval_return": e if e is not None else np.nan}
+                                       for e in host.last_eval])
+        self.writer.close()
+        self.ckpt.close()
+        last_eval = layout.gather(np.asarray([np.nan if e is None else e for e in host.last_eval], np.float64))
+        return {"algo": algo, "step": step, "runs": [r.name for r in self.runs],
+                "last_eval": [_nan_to_none(e) for e in last_eval],
+                "train_returns": [_nan_to_none(r) for r in layout.gather(host.train_returns)],
+                "physics_errors": layout.gather(self.env.physics_errors).tolist(), "wall_time": self.wall()}
