@@ -75,6 +75,11 @@ SHARDED = textwrap.dedent("""
         out[name] = {{"devices": len(jax.devices() if devices is None else devices),
                       "runs": trained.summary["runs"],
                       "shards": len(jax.tree.leaves(trained.state)[0].sharding.device_set)}}
+    from rfm_jax.distributed import Layout
+    try:
+        Layout.make(6)
+    except ValueError as error:
+        out["refusal"] = str(error)
     print(json.dumps(out))
 """)
 
@@ -88,6 +93,7 @@ def test_runs_sharded_over_four_devices_match_the_unsharded_program(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["r4_d4"]["shards"] == 4 and out["r8_d4"]["shards"] == 4 and out["r8_d1"]["shards"] == 1
+    assert "6 runs" in out["refusal"] and "4 devices" in out["refusal"] and "config.num_seeds" in out["refusal"]
     names = out["r8_d4"]["runs"]
     assert len(names) == 8 and names == out["r8_d1"]["runs"]
     for name in names:  # 8 runs, 2 per device

@@ -87,3 +87,16 @@ def test_a_full_disk_names_the_intact_checkpoint_and_the_partial_one_goes_at_the
     assert step == 100 and records == [b"run0", b"run1"] and meta["step"] == 100
     np.testing.assert_array_equal(np.asarray(restored["w"]), np.asarray(state["w"]))
     ckpt.close()
+
+
+def test_the_non_finite_guard_names_the_first_bad_run_and_metric_among_many():
+    """With 6 vmapped runs and one bad entry, the guard names that run and metric (the loop then
+    stops every run: README, Non-finite guard); the state check flags only the run that holds it."""
+    from rfm_jax.guards import first_non_finite, runs_finite
+
+    metrics = {"critic_loss": np.ones(6), "q_mean": np.array([0.0, 1.0, 2.0, np.inf, 4.0, 5.0])}
+    assert first_non_finite(metrics) == ("q_mean", 3, float("inf"))
+    assert first_non_finite({"critic_loss": np.ones(6)}) is None
+    state = {"params": jnp.ones((6, 4, 3)), "step": jnp.zeros((6,), jnp.int32)}
+    state["params"] = state["params"].at[4, 2, 1].set(jnp.nan)
+    np.testing.assert_array_equal(np.asarray(runs_finite(state)), [True, True, True, True, False, True])
