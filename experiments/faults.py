@@ -298,6 +298,9 @@ def config_cases(tmp: str, done_dir: str | None) -> list[tuple[list[str], str, s
         (["--config.task=cartpole-swingupp"], bad, "did you mean cartpole-swingup"),
         (["--config.sweep.actor_width=8,16"], bad, "config.sweep.actor_width"),
         (["--config.sweep.temperature=0.1,x"], bad, "config.sweep.temperature"),
+        (["--distributed"], bad, "jax.distributed.initialize failed"),
+        (["--coordinator=localhost:1"], bad, "--coordinator needs --num_processes"),
+        (["--num_devices=9"], bad, "--num_devices=9"),
         ([], file_path, "--workdir="),
         ([], "/proc/rfm_jax_run", "--workdir="),
     ]

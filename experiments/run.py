@@ -348,7 +348,12 @@ def join_processes() -> None:
         raise UserError(f"--process_id={FLAGS.process_id} must lie in 0 .. --num_processes - 1")
     if FLAGS.num_devices is not None:
         raise UserError("--num_devices applies to one process only; use CUDA_VISIBLE_DEVICES per process")
-    distributed.initialize(FLAGS.coordinator, FLAGS.num_processes, FLAGS.process_id)
+    try:
+        distributed.initialize(FLAGS.coordinator, FLAGS.num_processes, FLAGS.process_id)
+    except Exception as error:  # noqa: BLE001 - e.g. no cluster found, coordinator unreachable
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f"jax.distributed.initialize failed ({first[:300]}); check --coordinator, "
+                        "--num_processes and --process_id, or the cluster's environment with --distributed") from None
 
 
 def run_devices(num_runs: int):

@@ -33,3 +33,26 @@ def run_script():
     if experiments not in sys.path:
         sys.path.insert(0, experiments)
     return importlib.import_module("run")
+
+
+@pytest.fixture(scope="session")
+def full_run(tmp_path_factory):
+    """The smoke preset (2 seeds, 300 steps) run to the end by experiments/run.py, started with
+    --resume on the leftovers of an attempt killed before its first checkpoint: it must start
+    afresh, say so, and drop those rows (a duplicate step-0 evaluation, a step-999 row)."""
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    workdir = tmp_path_factory.mktemp("full")
+    (workdir / "checkpoints").mkdir()
+    (workdir / "metrics").mkdir()
+    (workdir / "metrics" / "train_seed0.jsonl").write_text('{"step": 999, "wall_time": 1.0}\n')
+    (workdir / "metrics" / "eval_seed0.jsonl").write_text('{"step": 0, "wall_time": 1.0, "eval_return_mean": 1.0}\n')
+    cmd = [sys.executable, os.path.join(root, "experiments", "run.py"),
+           "--config=" + os.path.join(root, "experiments", "configs", "rfm.py") + ":smoke",
+           f"--workdir={workdir}", "--progress=false", "--resume"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "MUJOCO_GL": "disable"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "no complete checkpoint" in proc.stdout and "starting from step 0" in proc.stdout
+    return str(workdir)

@@ -31,19 +31,6 @@ def _rows(workdir, kind, seed):
         return [{k: v for k, v in json.loads(line).items() if k not in VOLATILE} for line in f]
 
 
-@pytest.fixture(scope="module")
-def full_run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("full")
-    # Leftovers of a run killed before its first checkpoint: --resume starts afresh, says so, and
-    # they must not leak into this run.
-    (workdir / "checkpoints").mkdir()
-    (workdir / "metrics").mkdir()
-    (workdir / "metrics" / "train_seed0.jsonl").write_text('{"step": 999, "wall_time": 1.0}\n')
-    proc = _run(str(workdir), "--resume")
-    assert "no complete checkpoint" in proc.stdout and "starting from step 0" in proc.stdout
-    return str(workdir)
-
-
 def test_smoke_run_writes_every_output(full_run):
     config = json.load(open(os.path.join(full_run, "config.json")))
     assert config["task"] == "cartpole-swingup" and config["num_seeds"] == 2
