@@ -29,8 +29,7 @@ AXIS = "runs"
 def initialize(coordinator: str | None = None, num_processes: int | None = None, process_id: int | None = None):
     """``jax.distributed.initialize`` with CPU collectives over gloo (what CPU-only multi-process
     runs need).  With no arguments JAX reads the cluster's environment (SLURM, Open MPI, ...)."""
-    if jax.config.jax_platforms in (None, "", "cpu") or "cpu" in str(jax.config.jax_platforms):
-        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")  # read by the CPU backend only
     jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes, process_id=process_id)
 
 

@@ -140,10 +140,10 @@ def train(
         env = envs.BatchedEnv(task, [r.seed for r in mine], num_envs)  # runs of one seed see the same envs
         ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), layout)
         latest = ckpt.latest_step() if resume else None
-        host = session_lib.Host(obs=env.reset(), valid=np.zeros((len(mine), num_envs), bool),
-                     pending=jax.tree.map(lambda x: np.zeros((len(mine), *x.shape), x.dtype),
-                                          empty_transitions(num_envs, spec.obs_dim, spec.action_dim)),
-                     last_eval=[None] * len(mine), train_returns=np.full(len(mine), np.nan), sums={})
+        pending = jax.tree.map(lambda x: np.zeros((len(mine), *x.shape), x.dtype),
+                               empty_transitions(num_envs, spec.obs_dim, spec.action_dim))
+        host = session_lib.Host(obs=env.reset(), valid=np.zeros((len(mine), num_envs), bool), pending=pending,
+                                last_eval=[None] * len(mine), train_returns=np.full(len(mine), np.nan), sums={})
         phases = ("train",) if latest is not None and latest >= warmup_steps else ("warmup", "train")
         if (stop_after is not None and stop_after <= warmup_steps) or total_steps <= warmup_steps:
             phases = ("warmup",)
@@ -168,9 +168,9 @@ def train(
             print(f"Resumed from {workdir} at env step {start}.", flush=True)
         # Rows after the checkpoint (or every row, starting afresh) belong to a session that died.
         writer = MetricsWriter(workdir, [r.name for r in mine], resume_step=start if latest is not None else -1)
-        session = session_lib.Session(fast, layout, env, ckpt, writer,
-                           runs, mine, host, state, stop, meta, elapsed0, task=task, workdir=workdir,
-                           eval_episodes=eval_episodes, eval_mode=eval_mode, video=video)
+        session = session_lib.Session(fast, layout, env, ckpt, writer, runs, mine, host, state, stop, meta, elapsed0,
+                                      task=task, workdir=workdir, eval_episodes=eval_episodes, eval_mode=eval_mode,
+                                      video=video)
         step = session.loop(start, total_steps if stop_after is None else min(total_steps, stop_after),
                             total_steps=total_steps, warmup_steps=warmup_steps, log_every=log_every,
                             eval_every=eval_every, checkpoint_every=checkpoint_every, progress=progress)
