@@ -179,7 +179,23 @@ def _check_resume(workdir: str, config) -> None:
     latest = _latest_checkpoint(workdir)
     if latest is not None and config.total_steps < latest:
         raise UserError(f"--resume: config.total_steps ({config.total_steps}) is below the newest "
-                             f"checkpoint's step ({latest}) in {workdir}")
+                        f"checkpoint's step ({latest}) in {workdir}")
+    _check_process_count(workdir, latest)
+
+
+def _check_process_count(workdir: str, step: int | None) -> None:
+    """Refuse, before compiling, to resume a checkpoint written by another number of processes
+    (``Checkpointer.restore`` checks it again; an unreadable metadata file is left to it)."""
+    import jax
+
+    try:
+        with open(os.path.join(workdir, "checkpoints", str(step), "meta", "metadata")) as f:
+            saved = int(json.load(f).get("num_processes", 1))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return
+    if saved != jax.process_count():
+        raise UserError(f"--resume: checkpoint {workdir}/checkpoints/{step} was written by {saved} process(es); "
+                        f"this run has {jax.process_count()}: resume with --num_processes={saved}")
 
 
 class Progress:

@@ -151,3 +151,4 @@ def test_two_processes_train_resume_after_a_kill_and_match_one_process(tmp_path)
                            "--config.num_seeds=4", "--resume", "--config.total_steps=400"], capture_output=True,
                           text=True, timeout=600, env={**os.environ, "MUJOCO_GL": "disable"})
     assert proc.returncode == 2 and "written by 2 process(es)" in proc.stderr, proc.stderr[-2000:]
+    assert "Compiling" not in proc.stdout  # refused before anything is compiled
