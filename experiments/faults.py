@@ -38,6 +38,8 @@ import time
 
 import numpy as np
 
+from rfm_jax.metrics import read_jsonl
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 RUN = os.path.join(HERE, "run.py")
 CONFIG = os.path.join(HERE, "configs", "rfm.py") + ":smoke"
@@ -71,13 +73,8 @@ def metrics(workdir: str) -> dict:
     out = {}
     directory = os.path.join(workdir, "metrics")
     for name in sorted(os.listdir(directory)) if os.path.isdir(directory) else ():
-        rows = []
-        for line in open(os.path.join(directory, name)):
-            try:
-                rows.append({k: v for k, v in json.loads(line).items() if k not in VOLATILE})
-            except json.JSONDecodeError:
-                pass
-        out[name] = rows
+        out[name] = [{k: v for k, v in row.items() if k not in VOLATILE}  # repeated steps kept: they are faults
+                     for row in read_jsonl(os.path.join(directory, name))]
     return out
 
 

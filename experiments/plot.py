@@ -35,23 +35,16 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from rfm_jax import metrics as metrics_lib  # noqa: E402
+
 REPS = 2000  # bootstrap resamples
 MIN_SEEDS_FOR_CI = 5  # fewer seeds: show the range and say so
 
 
 def read_jsonl(path: str) -> list[dict]:
     """Rows of a metrics file, one per step (the last row of a repeated step), in step order; a line
-    that does not parse (a run writing it right now) is skipped."""
-    rows = {}
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        for line in f:
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            rows[row["step"]] = row
+    that does not parse (a run writing it right now) is skipped (``rfm_jax.metrics.read_jsonl``)."""
+    rows = {row["step"]: row for row in metrics_lib.read_jsonl(path)}
     return [rows[s] for s in sorted(rows)]
 
 
