@@ -17,9 +17,16 @@ W_in x is linear, so W_in x = W_u u_t + (W_s s + W_lam emb(lambda) + b_in) + W_t
 sampler computes ``condition`` (the bracket, [width]) once per state and W_t emb(t) once per ODE
 step, and only W_u u_t ([A] -> [width]) per particle.  ``__call__`` is the plain concatenation.
 
-CriticEnsemble: K independent MLPs [s, a] -> ReLU layers -> 1 (params stacked by ``nn.vmap``),
-orthogonal(sqrt 2) kernels; the first layer's state columns are applied to s alone, so particles
-at one state share them (exact algebra again).  Output Q [..., K].
+CriticEnsemble: K independent MLPs [s, a] -> ReLU layers -> 1 (each parameter stacked on a leading
+K axis), orthogonal(sqrt 2) kernels; the first layer's state columns are applied to s alone, so
+particles at one state share them (exact algebra again).  Output Q [..., K].
+
+Layout for XLA on CPU (same numbers to float32 rounding): the critics are applied one after another
+with plain 2-D matmuls (a vmap over K makes batched dots with transposes between the layers), and
+the A input columns of an action (the critics' a, the policy's u_t) go through ``thin_matmul``, a
+sum of A broadcast products that XLA fuses with the bias and the activation, where a dot with an
+inner dimension of 6 is a separate, slow GEMM.  Derivatives stay dots.  README (speed) has the
+measured effect.
 
 TanhGaussianActor: ReLU MLP -> (mean [A], log_std [A]) with log_std in [-5, 2].
 """
@@ -42,7 +49,7 @@ def orthogonal(scale: float = 1.0):
     """Orthogonal kernel initializer for [rows, cols] kernels, the same matrix as
     ``nn.initializers.orthogonal(scale)`` for the same key (Q of the QR of a Gaussian matrix with
     diag(R) > 0), computed by Gram-Schmidt with re-orthogonalisation instead of LAPACK: batched QR
-    on CPU (vmapped seeds, ``nn.vmap`` critics) intermittently deadlocked jaxlib 0.10's thread pool."""
+    on CPU (vmapped seeds, stacked critics) intermittently deadlocked jaxlib 0.10's thread pool."""
 
     def init(key, shape, dtype=jnp.float32):
         if len(shape) != 2:
@@ -69,6 +76,27 @@ def _orthonormal_columns(a: Array) -> Array:
 
 
 ortho = orthogonal(2.0**0.5)
+THIN_ROWS = 16  # a matmul whose weight has at most this many rows is done by ``thin_matmul``
+
+
+@jax.custom_jvp
+def thin_matmul(x: Array, w: Array) -> Array:
+    """x [..., K] @ w [K, N] as sum_k x[..., k, None] * w[k]: elementwise work that XLA fuses with
+    what consumes it.  Its derivatives are the usual dots (dx @ w, x @ dw)."""
+    return sum(x[..., k, None] * w[k] for k in range(w.shape[0]))
+
+
+thin_matmul.defjvps(lambda dx, _, x, w: dx @ w, lambda dw, _, x, w: x @ dw)
+
+
+def input_matmul(x: Array, w: Array) -> Array:
+    """x @ w, by ``thin_matmul`` when w has at most ``THIN_ROWS`` rows (an action's columns)."""
+    return thin_matmul(x, w) if w.shape[0] <= THIN_ROWS else x @ w
+
+
+def stacked(init, num: int):
+    """An initializer of [num, *shape] from ``init`` with an independent key per slice."""
+    return lambda key, shape, dtype=jnp.float32: jax.vmap(lambda k: init(k, shape, dtype))(jax.random.split(key, num))
 
 
 def sinusoidal_embedding(x: Array, dim: int, max_period: float = 1000.0) -> Array:
@@ -135,7 +163,7 @@ class VelocityNet(nn.Module):
     def from_condition(self, cond: Array, x_t: Array, t: Array) -> Array:
         """v from ``condition``'s output: cond [..., width], x_t [..., A], t [...] -> [..., A]."""
         _, w_u, w_t, _ = self._rows()
-        return self._trunk(x_t @ w_u + sinusoidal_embedding(t, self.embed_dim) @ w_t + cond)
+        return self._trunk(input_matmul(x_t, w_u) + sinusoidal_embedding(t, self.embed_dim) @ w_t + cond)
 
     def __call__(self, obs: Array, x_t: Array, t: Array, temperature: Array) -> Array:
         """v(s, u_t, t, lambda) by the plain concatenation: obs [..., O], x_t [..., A], t and
@@ -158,32 +186,30 @@ class VelocityNet(nn.Module):
         return self.head(nn.gelu(self.norms[-1](h)))
 
 
-class Critic(nn.Module):
-    """Q(s [..., O], a [..., A]) -> [...]: ReLU MLP on [s, a] whose first layer is applied as
-    s W[:O] + a W[O:] (state columns shared by every action at that state)."""
-
-    hidden: Sequence[int]
-
-    @nn.compact
-    def __call__(self, obs: Array, action: Array) -> Array:
-        obs_dim = obs.shape[-1]
-        kernel = self.param("kernel_in", ortho, (obs_dim + action.shape[-1], self.hidden[0]))
-        bias = self.param("bias_in", nn.initializers.zeros_init(), (self.hidden[0],))
-        h = nn.relu(obs @ kernel[:obs_dim] + bias + action @ kernel[obs_dim:])
-        return MLP(tuple(self.hidden[1:]), 1, kernel_init=ortho, name="rest")(h)[..., 0]
-
-
 class CriticEnsemble(nn.Module):
-    """Q(s [..., O], a [..., A]) -> [..., K] from K critics with independent parameters."""
+    """Q(s [..., O], a [..., A]) -> [..., K] from K critics with independent parameters: layer j
+    has ``kernel_j`` [K, fan_in, width] and ``bias_j`` [K, width]; ReLU between layers.  The first
+    layer is s W[:O] + a W[O:] + b (state columns shared by every action at that state)."""
 
     num_critics: int = 2
     hidden: Sequence[int] = (256, 256)
 
     @nn.compact
     def __call__(self, obs: Array, action: Array) -> Array:
-        ensemble = nn.vmap(Critic, variable_axes={"params": 0}, split_rngs={"params": True}, in_axes=None,
-                           out_axes=-1, axis_size=self.num_critics)
-        return ensemble(hidden=tuple(self.hidden))(obs, action)
+        obs_dim, widths = obs.shape[-1], (*self.hidden, 1)
+        fans = (obs_dim + action.shape[-1], *self.hidden)
+        kernels = [self.param(f"kernel_{j}", stacked(ortho, self.num_critics), (fan, width))
+                   for j, (fan, width) in enumerate(zip(fans, widths, strict=True))]
+        biases = [self.param(f"bias_{j}", nn.initializers.zeros_init(), (self.num_critics, width))
+                  for j, width in enumerate(widths)]
+        q = []
+        for k in range(self.num_critics):
+            w_in = kernels[0][k]
+            h = obs @ w_in[:obs_dim] + biases[0][k] + input_matmul(action, w_in[obs_dim:])
+            for kernel, bias in zip(kernels[1:], biases[1:], strict=True):
+                h = nn.relu(h) @ kernel[k] + bias[k]
+            q.append(h[..., 0])
+        return jnp.stack(q, axis=-1)
 
 
 class TanhGaussianActor(nn.Module):

@@ -37,7 +37,7 @@ def test_kernels_are_orthogonal_with_gain_sqrt2_and_biases_zero():
     np.testing.assert_allclose(k_out.T @ k_out, 2.0 * np.eye(ACT), atol=1e-4)
     assert all(float(jnp.abs(b).max()) == 0.0 for b in (p["bias_in"], p["block_0"]["bias"], p["head"]["bias"]))
     critic = CriticEnsemble(2, (256, 256)).init(jax.random.PRNGKey(0), jnp.zeros(OBS), jnp.zeros(ACT))
-    w2 = critic["params"]["VmapCritic_0"]["rest"]["Dense_0"]["kernel"]  # [K, 256, 256]
+    w2 = critic["params"]["kernel_1"]  # [K, 256, 256]
     for k in range(2):
         np.testing.assert_allclose(w2[k].T @ w2[k], 2.0 * np.eye(256), atol=1e-4)
     assert not np.allclose(w2[0], w2[1])  # independent critics
@@ -82,19 +82,43 @@ def test_shared_first_layer_equals_the_concatenation(block):
 
 
 def test_critic_split_first_layer_equals_the_concatenation():
+    """One critic at a time, the action columns by thin_matmul: equal to the plain MLP on [s, a],
+    and its input gradient (what the posterior's control variates use) equal to the plain one's."""
     critic = CriticEnsemble(2, (64, 64))
     params = critic.init(jax.random.PRNGKey(0), jnp.zeros(OBS), jnp.zeros(ACT))
     obs = jax.random.normal(jax.random.PRNGKey(1), (OBS,))
     actions = jnp.tanh(jax.random.normal(jax.random.PRNGKey(2), (10, ACT)))
     q = jax.jit(critic.apply)(params, obs, actions)  # one state, 10 actions
     assert q.shape == (10, 2)
-    p = params["params"]["VmapCritic_0"]
+    p = params["params"]
+    assert p["kernel_0"].shape == (2, OBS + ACT, 64) and p["bias_2"].shape == (2, 1)
+
+    def plain(action, k):
+        h = jax.nn.relu(jnp.concatenate([obs, action]) @ p["kernel_0"][k] + p["bias_0"][k])
+        h = jax.nn.relu(h @ p["kernel_1"][k] + p["bias_1"][k])
+        return (h @ p["kernel_2"][k] + p["bias_2"][k])[0]
+
     for k in range(2):
-        x = jnp.concatenate([jnp.broadcast_to(obs, (10, OBS)), actions], axis=-1)
-        h = jax.nn.relu(x @ p["kernel_in"][k] + p["bias_in"][k])
-        h = jax.nn.relu(h @ p["rest"]["Dense_0"]["kernel"][k] + p["rest"]["Dense_0"]["bias"][k])
-        ref = (h @ p["rest"]["Dense_1"]["kernel"][k] + p["rest"]["Dense_1"]["bias"][k])[:, 0]
-        np.testing.assert_allclose(q[:, k], ref, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(q[:, k], jax.vmap(plain, (0, None))(actions, k), rtol=1e-5, atol=1e-5)
+    grad = jax.jit(jax.vmap(jax.grad(lambda a: jnp.min(critic.apply(params, obs, a)))))(actions)
+    k_min = jnp.argmin(q, axis=-1)
+    ref = jnp.stack([jax.grad(plain)(a, int(k)) for a, k in zip(actions, k_min, strict=True)])
+    np.testing.assert_allclose(grad, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_thin_matmul_equals_the_dot_with_the_dot_derivatives():
+    from rfm_jax.networks import thin_matmul
+
+    x = jax.random.normal(jax.random.PRNGKey(0), (5, 7, ACT))
+    w = jax.random.normal(jax.random.PRNGKey(1), (ACT, 32))
+    np.testing.assert_allclose(jax.jit(thin_matmul)(x, w), x @ w, rtol=1e-5, atol=1e-5)
+    loss = lambda f: lambda x, w: jnp.sum(jnp.sin(f(x, w)))  # noqa: E731
+    got = jax.grad(loss(thin_matmul), argnums=(0, 1))(x, w)
+    want = jax.grad(loss(jnp.matmul), argnums=(0, 1))(x, w)
+    for g, r in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-4)
+    jvp = jax.jvp(thin_matmul, (x, w), (x, w))[1]  # forward mode too: d(x w) = dx w + x dw
+    np.testing.assert_allclose(jvp, 2 * x @ w, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("shape", [(279, 256), (256, 256), (256, 6), (6, 64)])

@@ -41,7 +41,7 @@ PROPOSALS = ("on_policy", "replay")
 CONTROL_VARIATES = ("optimal", "optimal_isotropic", "none", "fixed")
 DIFFUSION_SCHEDULES = ("cosine", "vp", "ve")
 CPU_CHUNK_ROWS = 4096  # policy-network rows per lax.map chunk of the sampler on CPU ("auto")
-CPU_POSTERIOR_ROWS = 2048  # critic rows (states x particles) per lax.map chunk of the estimator on CPU ("auto")
+CPU_POSTERIOR_ROWS = 5120  # critic rows (states x particles) per lax.map chunk of the estimator on CPU ("auto")
 
 
 @struct.dataclass
@@ -112,7 +112,7 @@ def resolve_sample_chunk(sample_chunk, num_particles: int) -> int | None:
 
 def resolve_particle_batch(particle_batch, num_particles: int, batch_size: int) -> int | None:
     """Posterior particles per chunk: "auto" is the largest divisor of ``num_particles`` with at
-    most ``CPU_POSTERIOR_ROWS`` rows over the batch on CPU (100 particles, batch 256: 5), and one
+    most ``CPU_POSTERIOR_ROWS`` rows over the batch on CPU (100 particles, batch 256: 20), and one
     vmap (None) on an accelerator."""
     if particle_batch != "auto":
         return particle_batch
@@ -161,7 +161,7 @@ def make_rfm(
       the update's proposal and a' / for acting during training / for greedy evaluation.
     actor_block: "reference" (h + GELU(Dense h)) or "prenorm" (h + Dense GELU Dense LayerNorm h).
     particle_batch: posterior particles per ``lax.map`` chunk, None for one vmap, "auto"
-      (``resolve_particle_batch``: about 2k critic rows per chunk on CPU, one vmap on a GPU).
+      (``resolve_particle_batch``: about 5k critic rows per chunk on CPU, one vmap on a GPU).
     sample_chunk: states per ``lax.map`` chunk of the update's sampler, None for one vmap, "auto"
       (``resolve_sample_chunk``: cache-sized chunks on CPU, one vmap on a GPU).  Same numbers.
     """
