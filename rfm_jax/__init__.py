@@ -1,6 +1,6 @@
 """rfm_jax: Reverse Flow Matching for online RL with flow and diffusion policies, in JAX."""
 
-from rfm_jax import agents, cost, estimators, losses, networks, replay, schedules, sweeps, train
+from rfm_jax import agents, cost, estimators, losses, min_critic, networks, replay, schedules, sweeps, train
 from rfm_jax.estimators import (
     PosteriorEstimate,
     Source,
@@ -17,6 +17,7 @@ __all__ = [
     "PosteriorEstimate",
     "agents",
     "cost",
+    "min_critic",
     "networks",
     "replay",
     "train",

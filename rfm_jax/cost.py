@@ -8,8 +8,11 @@ Per network row (docs/method.md section 7.2), with W the actor width and H the c
     critic action  K (A H_0 + sum_i H_i H_{i+1} + H_last)          (state columns: K O H_0 per state)
 
 A backward pass costs two forward passes (input and weight gradients); an input gradient alone
-costs one.  ``shared_first_layer=False`` counts the plain concatenation instead, as the authors'
-code computes it.
+costs one, and rfm_jax takes the posterior's input gradient of min_k Q_k through the argmin critic
+only (``rfm_jax.min_critic``: 1/K of the K critics' backward passes; the padding of its sorted
+blocks, at most K - 1 blocks of 512 rows per chunk, is not counted).  ``shared_first_layer=False``
+counts the plain concatenation and every critic's backward pass instead, as the authors' code
+computes it.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ def update_macs(*, obs_dim: int, action_dim: int, batch_size: int, num_posterior
     if not shared_first_layer:
         q_state, q_action = 0, q_full
     states = batch_size * (2 if proposal == "on_policy" else 1)
+    input_grad = 0 if control_variate == "none" else (q_action // num_critics if shared_first_layer else q_action)
 
     def sampling(n_states, particles):
         return n_states * (particles * num_ode_steps * row + per_state)
@@ -45,8 +49,7 @@ def update_macs(*, obs_dim: int, action_dim: int, batch_size: int, num_posterior
     parts = {
         "sampling": sampling(states, num_train_particles),
         "selection_q": states * (num_train_particles * q_action + q_state),
-        "posterior": batch_size * (num_posterior_particles * (1 if control_variate == "none" else 2) * q_action
-                                   + q_state),
+        "posterior": batch_size * (num_posterior_particles * (q_action + input_grad) + q_state),
         "regression": 3 * batch_size * full_row,
         "critic": 4 * batch_size * q_full,  # target Q forward + online forward and backward
     }

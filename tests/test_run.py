@@ -222,7 +222,7 @@ def test_dry_run_prints_the_reference_network_sizes_and_exits(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["params"] == {"actor": 204_806, "critics": 2 * 72_193}
-    assert 31.0 < report["gmac"]["total"] < 32.0  # docs/method.md section 7.2
+    assert 29.5 < report["gmac"]["total"] < 30.0  # docs/method.md section 7.2 (argmin-only input gradient)
     assert "actor 204,806" in proc.stdout and os.listdir(tmp_path) == []  # nothing written, nothing trained
 
 

@@ -14,7 +14,8 @@ n updates (log-linear from ``temperature`` to ``temperature_final`` over ``tempe
    mean_b (Q_k(s, a) - y)^2, its own gradient-norm clip and its own Adam state.
 3. Actor: t ~ U[t_min, 1 - t_min], u_t = alpha_t u1 + beta_t eps; the target comes from
    ``posterior_mean`` on log p1(u) = min_k Q_k(s, tanh u) / lambda + sum_j log(1 - tanh^2 u_j)
-   with the critics AFTER step 2; loss = mean_b ||net(s, u_t, t, lambda) - target||^2 / A.
+   with the critics AFTER step 2 (grad_u through the argmin critic only, ``min_critic.q_min``);
+   loss = mean_b ||net(s, u_t, t, lambda) - target||^2 / A.
 4. Polyak: Qbar <- (1 - tau) Qbar + tau Q.
 
 Acting: P_data particles and Boltzmann resampling (training data), or argmax-Q over P_eval
@@ -29,7 +30,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from rfm_jax import losses, replay, schedules
+from rfm_jax import losses, min_critic, replay, schedules
 from rfm_jax.agents import core
 from rfm_jax.checks import check_positive_int, check_rank
 from rfm_jax.estimators import tanh_boltzmann_log_prob
@@ -229,7 +230,7 @@ def make_rfm(
         posterior_chunk = resolve_particle_batch(particle_batch, num_posterior_particles, batch.obs.shape[0])
 
         def loss_one(actor_params, key_i, obs, u1_i):
-            log_prob = tanh_boltzmann_log_prob(lambda a: q_min(critic_params, obs, a), temperature)
+            log_prob = tanh_boltzmann_log_prob(lambda a: min_critic.q_min(critic_params, obs, a), temperature)
             model_fn = lambda x, t: actor.apply(actor_params, obs, x, t, temperature)  # noqa: E731
             return loss_fn(key_i, model_fn, log_prob, u1_i, schedule=schedule, t_min=t_min,
                            num_particles=num_posterior_particles, control_variate=mode, ridge=hyper.ridge,
