@@ -23,7 +23,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from rfm_jax.networks import CriticEnsemble, input_matmul
+from rfm_jax.networks import CriticEnsemble
 
 Array = jax.Array
 BLOCK_ROWS = 512  # rows per block of the sorted backward pass
@@ -61,17 +61,11 @@ def _value_and_grad_impl(params, obs: Array, action: Array):
     layers = _layers(params)
     num_critics, obs_dim = layers[0][0].shape[0], obs.shape[-1]
     groups, particles, action_dim = action.shape
-    pre = []  # per critic: pre-activations of the hidden layers, each [G * P, width]
-    q = []
-    for k in range(num_critics):
-        w_in, b_in = layers[0][0][k], layers[0][1][k]
-        z = (obs @ w_in[:obs_dim] + b_in)[:, None] + input_matmul(action, w_in[obs_dim:])
-        zs = [z.reshape(groups * particles, -1)]
-        for kernel, bias in layers[1:-1]:
-            zs.append(jax.nn.relu(zs[-1]) @ kernel[k] + bias[k])
-        pre.append(zs)
-        q.append((jax.nn.relu(zs[-1]) @ layers[-1][0][k] + layers[-1][1][k])[:, 0])
-    q = jnp.stack(q, axis=-1)  # [R, K]
+    rows, depth = groups * particles, len(layers) - 1
+    q, state = _module(params).apply(params, obs[:, None], action, mutable="intermediates")
+    q = q.reshape(rows, num_critics)  # [R, K]
+    pre_flat = state["intermediates"]["pre_activations"]  # critic-major, each [G, P, width]
+    pre = [[pre_flat[k * depth + j].reshape(rows, -1) for j in range(depth)] for k in range(num_critics)]
     k_star = jnp.argmin(q, axis=-1)
     src, pos, crit = _sorted_slots(k_star, num_critics, BLOCK_ROWS)
     k_src = k_star[src]
@@ -87,7 +81,6 @@ def _value_and_grad_impl(params, obs: Array, action: Array):
         out = jnp.einsum("brm,bnm->brn", delta.reshape(num_blocks, BLOCK_ROWS, -1), kernel[crit])
         return out.reshape(num_blocks * BLOCK_ROWS, -1)
 
-    depth = len(layers) - 1
     w_out = layers[-1][0][:, :, 0]  # [K, width]
     delta = jnp.where(argmin_active(depth - 1), w_out[k_src], 0.0)
     for j in range(depth - 1, 0, -1):

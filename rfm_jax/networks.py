@@ -207,6 +207,7 @@ class CriticEnsemble(nn.Module):
             w_in = kernels[0][k]
             h = obs @ w_in[:obs_dim] + biases[0][k] + input_matmul(action, w_in[obs_dim:])
             for kernel, bias in zip(kernels[1:], biases[1:], strict=True):
+                self.sow("intermediates", "pre_activations", h)  # critic-major; rfm_jax.min_critic reads them
                 h = nn.relu(h) @ kernel[k] + bias[k]
             q.append(h[..., 0])
         return jnp.stack(q, axis=-1)
