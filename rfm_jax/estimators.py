@@ -29,6 +29,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from rfm_jax import draws
 from rfm_jax.checks import check_positive_int, check_rank
 from rfm_jax.schedules import Schedule
 
@@ -48,8 +49,8 @@ class Source(NamedTuple):
 
 
 def standard_normal() -> Source:
-    """p0 = N(0, I): x0 ~ jax.random.normal(key, shape), score(x0) = -x0."""
-    return Source(sample=lambda key, shape: jax.random.normal(key, shape), score=lambda x0: -x0)
+    """p0 = N(0, I): x0 = ``draws.normal(key, shape)``, score(x0) = -x0."""
+    return Source(sample=draws.normal, score=lambda x0: -x0)
 
 
 class PosteriorEstimate(NamedTuple):

@@ -39,6 +39,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from rfm_jax import draws
 from rfm_jax.estimators import log_one_minus_tanh_sq
 
 Array = jax.Array
@@ -231,7 +232,7 @@ class TanhGaussianActor(nn.Module):
 
 def tanh_gaussian_sample(key: Array, mean: Array, log_std: Array) -> tuple[Array, Array]:
     """a = tanh(mean + std eps) and log pi(a) = log N(u; mean, std) - sum_j log(1 - tanh(u_j)^2)."""
-    eps = jax.random.normal(key, mean.shape)
+    eps = draws.normal(key, mean.shape)
     u = mean + jnp.exp(log_std) * eps
     log_normal = -0.5 * eps**2 - log_std - 0.5 * jnp.log(2.0 * jnp.pi)
     return jnp.tanh(u), jnp.sum(log_normal - log_one_minus_tanh_sq(u), axis=-1)

@@ -34,6 +34,8 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from rfm_jax import draws
+
 Array = jax.Array
 _KINDS = ("linear", "cosine", "vp", "ve")
 
@@ -246,7 +248,7 @@ def sample_ddpm(
         var_ts = jnp.maximum(b_t**2 - ratio**2 * b_s**2, 0.0)
         mean = (ratio * b_s**2 / b_t**2) * x + (a_s * var_ts / b_t**2) * x1
         std = jnp.sqrt(var_ts * b_s**2 / b_t**2)
-        return mean + std * jax.random.normal(key_step, x.shape, x.dtype), None
+        return mean + std * draws.normal(key_step, x.shape, x.dtype), None
 
     x_end, _ = jax.lax.scan(step, x_start, (ts[:-1], ts[1:], keys))
     return x_end

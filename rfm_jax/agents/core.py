@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from rfm_jax import losses, schedules
+from rfm_jax import draws, losses, schedules
 from rfm_jax.checks import check_positive_int, check_rank
 from rfm_jax.networks import BLOCKS, CriticEnsemble
 
@@ -165,7 +165,7 @@ def sample_select(key: Array, model_fn, q_fn, *, num_particles: int, action_dim:
     """One latent u [A] at one state: ``num_particles`` latents by ``integrate``, then ``select``
     on ``q_fn(tanh u [P, A]) -> [P]``."""
     key_start, key_select = jax.random.split(key)
-    x_start = jax.random.normal(key_start, (num_particles, action_dim))
+    x_start = draws.normal(key_start, (num_particles, action_dim))
     latents = integrate(model_fn, x_start, **integrate_kwargs)
     return latents[select(key_select, q_fn(jnp.tanh(latents)), temperature, greedy)]
 

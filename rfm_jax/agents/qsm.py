@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from rfm_jax import losses, replay, schedules
+from rfm_jax import draws, losses, replay, schedules
 from rfm_jax.agents import core
 from rfm_jax.agents.rfm import RFMState, init_state
 from rfm_jax.checks import check_positive_int, check_rank
@@ -104,7 +104,7 @@ def make_qsm(
         """P latents [P, A] at one state obs [O] by clipped DDIM."""
         cond = actor.apply(actor_params, obs, one, method=actor.condition)
         model_fn = lambda x, t: actor.apply(actor_params, cond, x, t, method=actor.from_condition)  # noqa: E731
-        return core.integrate(model_fn, jax.random.normal(key, (num_particles, action_dim)), **ode)
+        return core.integrate(model_fn, draws.normal(key, (num_particles, action_dim)), **ode)
 
     def act(state: RFMState, key: Array, obs: Array, greedy: bool = False) -> Array:
         check_rank("qsm.act", "obs", obs, 1, "[O]")
@@ -113,7 +113,7 @@ def make_qsm(
             u = sample(state.actor_params, key_sample, obs, num_eval_particles)
             return jnp.tanh(u[jnp.argmax(q_min(state.critic_params, obs, jnp.tanh(u)))])
         a = jnp.tanh(sample(state.actor_params, key_sample, obs, 1)[0])
-        noise = state.hyper.exploration_noise * jax.random.normal(key_noise, a.shape)
+        noise = state.hyper.exploration_noise * draws.normal(key_noise, a.shape)
         return jnp.clip(a + noise, -1.0, 1.0)
 
     def actor_step(state, critic_params, key, batch):

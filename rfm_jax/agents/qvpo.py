@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from rfm_jax import replay, schedules
+from rfm_jax import draws, replay, schedules
 from rfm_jax.agents import core
 from rfm_jax.agents.rfm import RFMState, init_state, resolve_sample_chunk
 from rfm_jax.checks import check_positive_int, check_rank
@@ -120,7 +120,7 @@ def make_qvpo(
         """P latents u [P, A] at one state obs [O] by DDIM, and their q = min_k Q_k(s, tanh u) [P]."""
         cond = actor.apply(actor_params, obs, temperature, method=actor.condition)
         model_fn = lambda x, t: actor.apply(actor_params, cond, x, t, method=actor.from_condition)  # noqa: E731
-        u = core.integrate(model_fn, jax.random.normal(key, (num_particles, action_dim)), **ode)
+        u = core.integrate(model_fn, draws.normal(key, (num_particles, action_dim)), **ode)
         return u, jnp.min(critics.apply(critic_params, obs, jnp.tanh(u)), axis=-1)
 
     def act(state: RFMState, key: Array, obs: Array, greedy: bool = False) -> Array:
@@ -134,7 +134,7 @@ def make_qvpo(
         """l(u) at one random t and noise per sample: obs [B, O], u [B, P, A] -> [B, P]."""
         key_t, key_noise = jax.random.split(key)
         t = jax.random.uniform(key_t, u.shape[:2], minval=t_min, maxval=1.0 - t_min)
-        eps = jax.random.normal(key_noise, u.shape)
+        eps = draws.normal(key_noise, u.shape)
         u_t = schedule.alpha(t)[..., None] * u + schedule.beta(t)[..., None] * eps
         eps_hat = actor.apply(actor_params, obs[:, None], u_t, t, temperature)
         return jnp.mean((eps_hat - eps) ** 2, axis=-1)
