@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rfm_jax.networks import CriticEnsemble, VelocityNet, param_count, sinusoidal_embedding
+from rfm_jax.networks import CriticEnsemble, VelocityNet, param_count, sin_cos, sinusoidal_embedding
 
 OBS, ACT = 17, 6  # cheetah-run
 
@@ -48,6 +48,33 @@ def test_embedding_frequencies_run_from_one_to_one_thousandth():
     freqs = np.exp(-np.log(1000.0) / 63 * np.arange(64))
     np.testing.assert_allclose(emb, np.concatenate([np.sin(freqs), np.cos(freqs)]), rtol=1e-6, atol=1e-6)
     assert freqs[0] == 1.0 and np.isclose(freqs[-1], 1e-3)
+
+
+@pytest.mark.parametrize("limit", [1.0, 4.0, 100.0, 3e4])
+def test_sin_cos_is_within_float32_rounding_of_the_exact_values(limit):
+    rng = np.random.default_rng(0)
+    quadrant_edges = np.arange(-8, 9) * np.pi / 4  # where r crosses +-pi/4 and k changes
+    x = np.concatenate([rng.uniform(-limit, limit, 50_000), quadrant_edges[np.abs(quadrant_edges) <= limit],
+                        np.nextafter(np.float32(np.pi / 4), np.float32(1)) * np.array([1, -1, 3, -3]),
+                        [0.0, 1e-30, -1e-7]]).astype(np.float32)
+    sin, cos = jax.jit(sin_cos)(x)
+    exact = x.astype(np.float64)
+    ulp = float(np.spacing(np.float32(1.0)))  # 2^-23 = 1.19e-7; measured error 6.8e-8, jnp.sin's 3.2e-8
+    assert np.max(np.abs(np.asarray(sin, np.float64) - np.sin(exact))) <= 1.2 * ulp
+    assert np.max(np.abs(np.asarray(cos, np.float64) - np.cos(exact))) <= 1.2 * ulp
+    tiny = np.abs(x) < 1e-3  # relative accuracy near zero: sin x = x to rounding
+    np.testing.assert_allclose(np.asarray(sin)[tiny], x[tiny], rtol=2 * ulp, atol=0)
+    # vmapped over scalars (another compiled program: FMA contraction may differ in the last bit)
+    sin_v, cos_v = jax.jit(jax.vmap(sin_cos))(jnp.asarray(x[:64]))
+    np.testing.assert_allclose(sin_v, np.sin(exact[:64]), rtol=0, atol=1.2 * ulp)
+    np.testing.assert_allclose(cos_v, np.cos(exact[:64]), rtol=0, atol=1.2 * ulp)
+
+
+def test_embedding_matches_jnp_sin_cos_to_float32_rounding():
+    t = jax.random.uniform(jax.random.PRNGKey(3), (256,))
+    emb = jax.jit(lambda t: sinusoidal_embedding(t, 128))(t)
+    angles = t[:, None] * jnp.exp(-jnp.log(1000.0) / 63 * jnp.arange(64))
+    np.testing.assert_allclose(emb, jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], -1), rtol=0, atol=2e-7)
 
 
 @pytest.mark.parametrize("block", ["reference", "prenorm"])
