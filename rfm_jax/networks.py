@@ -106,7 +106,8 @@ _HALF_PI_PARTS = (1.5703125, 4.837512969970703125e-4, 7.549789954891882e-8)
 
 def sin_cos(x: Array) -> tuple[Array, Array]:
     """(sin x, cos x) of a float32 array, elementwise, in vectorisable arithmetic (XLA's CPU
-    backend calls a scalar routine per element for ``jnp.sin`` and ``jnp.cos``, about 7x slower).
+    backend calls a scalar routine per element for ``jnp.sin`` and ``jnp.cos``: 1.55 against 0.25 ms
+    for both over 262k elements on README's 2-core CPU).
 
     x = k pi/2 + r with k = round(2x / pi) and r in [-pi/4, pi/4] (pi/2 in three parts, so k pi/2
     is exact for |k| < 2^15), Taylor series of sin r to r^11 and cos r to r^12 (truncation below
