@@ -148,6 +148,44 @@ def test_thin_matmul_equals_the_dot_with_the_dot_derivatives():
     np.testing.assert_allclose(jvp, 2 * x @ w, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("features", [1, 6, 8, 13])
+def test_padded_dense_is_nn_dense_to_float32_rounding(features):
+    """Same parameter tree and initial values as nn.Dense for a key; the output and its gradients
+    agree to float32 rounding under jit and vmap; the compiled product is padded to a multiple
+    of 8 columns (one column stays a matrix-vector product)."""
+    import flax.linen as nn
+
+    from rfm_jax.networks import PaddedDense, ortho
+
+    x = jax.random.normal(jax.random.PRNGKey(1), (3, 64, 256))
+    dense, padded = nn.Dense(features, kernel_init=ortho), PaddedDense(features, kernel_init=ortho)
+    params = dense.init(jax.random.PRNGKey(0), x[0])
+    padded_params = padded.init(jax.random.PRNGKey(0), x[0])
+    assert jax.tree.structure(params) == jax.tree.structure(padded_params)
+    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(padded_params), strict=True):
+        np.testing.assert_array_equal(a, b)
+    params = jax.tree.map(lambda p: p + 0.1, params)  # a nonzero bias
+    want = jax.vmap(dense.apply, (None, 0))(params, x)
+    got = jax.jit(jax.vmap(padded.apply, (None, 0)))(params, x)
+    assert got.shape == want.shape == (3, 64, features)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    loss = lambda module: lambda p, x: jnp.sum(jnp.sin(module.apply(p, x)))  # noqa: E731
+    for g, r in zip(jax.tree.leaves(jax.jit(jax.grad(loss(padded)))(params, x[0])),
+                    jax.tree.leaves(jax.grad(loss(dense))(params, x[0])), strict=True):
+        np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-4)
+    hlo = jax.jit(padded.apply).lower(params, x[0]).compile().as_text()
+    width = features if features == 1 else -(-features // 8) * 8
+    assert f"f32[64,{width}]" in hlo, f"no [64, {width}] product in the compiled head"
+
+
+def test_the_reference_actor_head_is_padded_dense():
+    from rfm_jax.networks import PaddedDense
+
+    net, params = _actor()
+    assert params["params"]["head"]["kernel"].shape == (256, ACT)
+    assert isinstance(net.bind(params).head, PaddedDense)
+
+
 @pytest.mark.parametrize("shape", [(279, 256), (256, 256), (256, 6), (6, 64)])
 def test_orthogonal_init_equals_flax_qr_init_for_the_same_key(shape):
     import flax.linen as nn
