@@ -12,8 +12,8 @@
 Both keep float32 throughout (outputs agree to float32 rounding, see README and
 ``tests/test_networks.py``).  ``configure_xla_cpu()`` also calls ``unroll_threefry_on_cpu()``
 (the same random bits, less time on CPU).  It must run before JAX starts its backend (the first
-computation); a flag already named in ``XLA_FLAGS`` is left as the user set it, and ``RFM_JAX_XLA_DEFAULTS=0``
-turns all of this off.
+computation); a flag already named in ``XLA_FLAGS`` is left as the user set it, and
+``RFM_JAX_XLA_DEFAULTS=0`` turns all of this off.
 """
 
 from __future__ import annotations
@@ -51,9 +51,9 @@ def unroll_threefry_on_cpu() -> bool:
     TPU, instead of its CPU default, a rolled loop of 5 iterations of small ops that XLA runs op by
     op for every random draw and key split.  The bits are the same (integer arithmetic; a test
     checks them); a lite update takes about 1 % less time on README's CPU (compiled variants
-    alternated in one process).  This reaches into JAX's private
-    modules: where they differ (another JAX version) it does nothing and returns False.  Affects
-    programs lowered after the call, in this process."""
+    alternated in one process).  This reaches into JAX's private modules: where they differ
+    (another JAX version) it does nothing and returns False.  Affects programs lowered after the
+    call, in this process."""
     try:
         from jax._src.interpreters import mlir
         from jax._src.random import threefry2x32 as threefry
