@@ -3,8 +3,9 @@ update and achieved GMAC/s, compile time, and where the time goes.
 
     python experiments/bench_update.py                                  # lite and reference, 1 seed
     python experiments/bench_update.py --numerics reference --seeds 1   # one row (for alternation)
-    python experiments/bench_update.py --numerics reference --seeds 1,8,32 --no_breakdown
-    python experiments/bench_update.py --numerics reference --seeds 1,8,32,128 --no_breakdown --shard  # all devices
+    python experiments/bench_update.py --numerics reference --seeds 1,8,32 --no-breakdown
+    python experiments/bench_update.py --numerics reference --seeds 1,8,32,128 --no-breakdown --shard  # all devices
+    python experiments/bench_update.py --numerics reference --seeds 8 --set sample_chunk=128  # an agent argument
 
 Numerics (cheetah-run shapes: O = 17, A = 6; batch 256; 256-wide actor and critics):
   lite       16 posterior particles, 4 / 4 / 8 policy particles (train / data / eval), 5 Euler steps
@@ -57,13 +58,27 @@ NUMERICS = {
 }
 
 
-def setting(numerics: str):
-    """(config, agent keyword arguments) of a numerics name."""
+def setting(numerics: str, overrides: dict | None = None):
+    """(config, agent keyword arguments) of a numerics name, with ``overrides`` on top."""
     config = rfm_configs.get_config("cpu" if numerics == "cpu" else "cheetah-run")
-    return config, {**rfm_configs.agent_kwargs(config), **NUMERICS.get(numerics, {})}
+    return config, {**rfm_configs.agent_kwargs(config), **NUMERICS.get(numerics, {}), **(overrides or {})}
 
 
-def time_train_step(config, kwargs: dict, num_seeds: int, min_time: float, shard: bool = False) -> dict:
+def parse_override(text: str) -> tuple[str, object]:
+    """``KEY=VALUE`` of ``--set``: VALUE an int, a float, None, true/false or a string."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    for cast in (int, float):
+        try:
+            return key, cast(value)
+        except ValueError:
+            pass
+    return key, {"None": None, "none": None, "true": True, "false": False}.get(value, value)
+
+
+def time_train_step(config, kwargs: dict, num_seeds: int, min_time: float, shard: bool = False,
+                    profile: bool = False) -> dict:
     """Compile time and steady-state ms per call of the seed-vmapped train_step."""
     spec = envs.spec(config.task)
     agent = make_agent(config.algo, obs_dim=spec.obs_dim, action_dim=spec.action_dim, **kwargs)
@@ -97,8 +112,55 @@ def time_train_step(config, kwargs: dict, num_seeds: int, min_time: float, shard
         times.append(time.perf_counter() - t0)
     wall = time.perf_counter() - start
     # Throughput: wall time over calls (as the authors' benchmark reports it), outliers included.
-    return {"compile_s": compile_s, "ms_per_call": 1e3 * wall / len(times),
-            "ms_per_call_median": 1e3 * float(np.median(times)), "timed_calls": len(times)}
+    out = {"compile_s": compile_s, "ms_per_call": 1e3 * wall / len(times),
+           "ms_per_call_median": 1e3 * float(np.median(times)), "timed_calls": len(times)}
+    if profile:
+        try:
+            out["device_profile"] = device_profile(compiled, state, (trans, valid, obs))
+        except Exception as e:  # noqa: BLE001  (a profiler that cannot start must not lose the timing)
+            out["device_profile"] = {"error": f"{type(e).__name__}: {e}"}
+    return out
+
+
+MATMUL_WORDS = ("gemm", "cublas", "cutlass", "xmma", "sm90", "dot", "matmul")
+
+
+def device_profile(compiled, state, args, calls: int = 10) -> dict | None:
+    """Device time per call from a ``jax.profiler`` trace of ``calls`` calls: per timeline of the
+    first device plane, busy ms per call, and on the busiest kernel timeline the split into
+    matrix products (kernel names with a gemm/cublas/cutlass/... word) and other kernels, with the
+    top 20 kernels.  None where the trace has no device plane (the CPU backend)."""
+    import glob
+    import tempfile
+    from collections import Counter
+
+    with tempfile.TemporaryDirectory() as tmp:
+        jax.profiler.start_trace(tmp)
+        for _ in range(calls):
+            state, actions, _ = compiled(state, *args)
+            np.asarray(actions)
+        jax.profiler.stop_trace()
+        files = glob.glob(os.path.join(tmp, "**", "*.xplane.pb"), recursive=True)
+        data = jax.profiler.ProfileData.from_file(files[0]) if files else None
+    planes = [p for p in (data.planes if data else []) if p.name.startswith("/device:")]
+    if not planes:
+        return None
+    lines = {}
+    for line in planes[0].lines:
+        totals, counts = Counter(), Counter()
+        for event in line.events:
+            totals[event.name] += event.duration_ns / 1e6 / calls
+            counts[event.name] += 1
+        lines[line.name] = (totals, counts)
+    kernel_lines = [n for n in lines if n.startswith("Stream")] or list(lines)
+    busiest = max(kernel_lines, key=lambda n: sum(lines[n][0].values()))
+    totals, counts = lines[busiest]
+    is_mm = lambda name: any(w in name.lower() for w in MATMUL_WORDS)  # noqa: E731
+    return {"plane": planes[0].name, "ms_per_call_by_line": {n: sum(t.values()) for n, (t, _) in lines.items()},
+            "kernel_line": busiest, "kernels_per_call": sum(counts.values()) / calls,
+            "matmul_ms": sum(v for k, v in totals.items() if is_mm(k)),
+            "other_ms": sum(v for k, v in totals.items() if not is_mm(k)),
+            "top": [[k, v, counts[k] / calls] for k, v in totals.most_common(20)]}
 
 
 def time_host_env(task: str, num_seeds: int, steps: int = 300) -> float:
@@ -112,24 +174,26 @@ def time_host_env(task: str, num_seeds: int, steps: int = 300) -> float:
     return 1e3 * (time.perf_counter() - t0) / steps
 
 
-def bench(numerics: str, seeds: list[int], min_time: float, breakdown: bool, shard: bool = False) -> list[dict]:
-    config, kwargs = setting(numerics)
+def bench(numerics: str, seeds: list[int], min_time: float, breakdown: bool, shard: bool = False,
+          overrides: dict | None = None, profile: bool = False) -> list[dict]:
+    config, kwargs = setting(numerics, overrides)
     spec = envs.spec(config.task)
     macs = update_macs(obs_dim=spec.obs_dim, action_dim=spec.action_dim, batch_size=config.batch_size, **kwargs)
     gmac = (macs["total"] + macs["act"]) / 1e9
     print(f"== {numerics}: {config.task}, batch {config.batch_size}, {kwargs['num_posterior_particles']} posterior / "
           f"{kwargs['num_train_particles']}/{kwargs['num_data_particles']}/{kwargs['num_eval_particles']} policy "
           f"particles, {kwargs['num_ode_steps']} ODE steps, {gmac:.2f} GMAC per update + action, "
-          f"backend {jax.default_backend()}", flush=True)
+          f"backend {jax.default_backend()}" + (f", set {overrides}" if overrides else ""), flush=True)
     rows = []
     devices = jax.device_count() if shard else 1
     for num_seeds in seeds:
         if num_seeds % devices:
             print(f"  S={num_seeds}: skipped, not a multiple of the {devices} devices", flush=True)
             continue
-        r = time_train_step(config, kwargs, num_seeds, min_time, shard)
+        r = time_train_step(config, kwargs, num_seeds, min_time, shard, profile)
         ms = r["ms_per_call"]
-        row = {"numerics": numerics, "task": config.task, "seeds": num_seeds, "devices": devices,
+        row = {"numerics": numerics, "task": config.task, "overrides": overrides or {}, "seeds": num_seeds,
+               "devices": devices,
                "ms_per_env_step": ms, "ms_per_env_step_median": r["ms_per_call_median"],
                "ms_per_seed_step": ms / num_seeds, "env_steps_per_s": 1e3 * num_seeds / ms,
                "env_steps_per_s_per_run": 1e3 / ms,
@@ -140,6 +204,14 @@ def bench(numerics: str, seeds: list[int], min_time: float, breakdown: bool, sha
         print(f"  S={num_seeds}: {ms:.1f} ms per env step ({row['env_steps_per_s']:.2f} env steps/s), "
               f"{row['gmac_per_s']:.1f} GMAC/s, compile {r['compile_s']:.1f} s, host env "
               f"{row['host_env_ms']:.2f} ms", flush=True)
+        if profile:
+            row["device_profile"] = p = r["device_profile"]
+            print("    device profile: none (no device plane in the trace)" if p is None else
+                  f"    device profile failed: {p['error']}" if "error" in p else
+                  f"    device busy {p['matmul_ms'] + p['other_ms']:.2f} ms per call on {p['kernel_line']} "
+                  f"({p['kernels_per_call']:.0f} kernels): matrix products {p['matmul_ms']:.2f} ms, "
+                  f"other {p['other_ms']:.2f} ms; top: " + "; ".join(f"{k[:60]} {v:.3f}" for k, v, _ in p["top"][:8]),
+                  flush=True)
     if breakdown:
         full = time_train_step(config, kwargs, 1, min_time)["ms_per_call"]
         ablate = lambda **o: time_train_step(config, {**kwargs, **o}, 1, min_time)["ms_per_call"]  # noqa: E731
@@ -163,16 +235,22 @@ def main():
                         help="time the ablations that split the step (three more compilations)")
     parser.add_argument("--shard", action="store_true",
                         help="split the runs over every device (a multiple of the device count)")
+    parser.add_argument("--profile", action="store_true",
+                        help="trace 10 calls per row and report device time (matrix products / other kernels)")
+    parser.add_argument("--set", dest="overrides", type=parse_override, action="append", default=[],
+                        metavar="KEY=VALUE", help="an agent keyword argument, e.g. sample_chunk=None (repeatable)")
     parser.add_argument("--out", default=os.path.join(HERE, "results", "bench_update"))
     args = parser.parse_args()
     header = {"device": jax.devices()[0].device_kind, "backend": jax.default_backend(),
               "xla_flags": os.environ.get("XLA_FLAGS", ""),
+              "matmul_precision": str(jax.config.jax_default_matmul_precision),
               "cpu_count": os.cpu_count(), "jax": jax.__version__, "device_count": jax.device_count()}
     first = None
     for numerics in args.numerics.split(","):
         if numerics not in (*NUMERICS, "cpu"):
             parser.error(f"--numerics: unknown {numerics!r}; choose from lite, reference, cpu")
-        rows = bench(numerics, [int(s) for s in args.seeds.split(",")], args.min_time, args.breakdown, args.shard)
+        rows = bench(numerics, [int(s) for s in args.seeds.split(",")], args.min_time, args.breakdown, args.shard,
+                     dict(args.overrides), args.profile)
         if not rows:
             parser.error(f"--seeds: no count is a multiple of the {jax.device_count()} devices")
         os.makedirs(args.out, exist_ok=True)

@@ -82,6 +82,12 @@ def noise_score(log_prob_fn: Callable, x0: Array, x_t: Array, t, *, schedule: Sc
     return log_p1, source.score(x0) - (beta / alpha) * grad_x1
 
 
+def weighted_sum(w: Array, x: Array) -> Array:
+    """sum_i w_i x_i: w [N], x [N, A] -> [A], in full float32 (``Precision.HIGHEST``: a GPU's
+    default float32 dot may round its inputs to TF32, about 1e-3 relative).  N x A products only."""
+    return jnp.dot(w, x, precision=jax.lax.Precision.HIGHEST)
+
+
 def posterior_mean(
     key: Array,
     log_prob_fn: Callable[[Array], Array],
@@ -163,7 +169,7 @@ def posterior_mean(
     top = jnp.argmax(log_w)
     not_top = (jnp.arange(num_particles) != top)[:, None]
     x_rel, s_rel = jnp.where(not_top, x0 - x0[top], 0.0), jnp.where(not_top, s0 - s0[top], 0.0)
-    x_rel_bar, s_rel_bar = w @ x_rel, w @ s_rel
+    x_rel_bar, s_rel_bar = weighted_sum(w, x_rel), weighted_sum(w, s_rel)
     x_bar, s_bar = x0[top] + x_rel_bar, s0[top] + s_rel_bar
 
     # sum_i w_i^2 in log space; w^2 / sum w^2 keeps the small weights from underflowing.
@@ -171,7 +177,7 @@ def posterior_mean(
     if optimal:
         w2 = jax.nn.softmax(2.0 * log_w)
         dx, ds = x_rel - x_rel_bar, s_rel - s_rel_bar
-        cov, var = w2 @ (dx * ds), w2 @ (ds * ds)
+        cov, var = weighted_sum(w2, dx * ds), weighted_sum(w2, ds * ds)
         if control_variate == "optimal_isotropic":
             cov, var = jnp.sum(cov), jnp.sum(var)
         scale = 1.0 if coef_space == "noise" else (alpha / beta) ** 2

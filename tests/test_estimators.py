@@ -95,7 +95,7 @@ def test_fixed_eta_matches_explicit_formulas():
     Particles are source.sample(key, (N, A)) = draws.normal(key, (N, A))."""
     schedule, t, temperature, n = schedules.cosine(), jnp.float32(0.35), 0.3, 64
     w_q = jnp.array([[1.0, -0.5, 0.2], [0.3, 0.8, -0.1], [0.0, 0.4, 1.2]])
-    q_fn = lambda a: -jnp.sum(jnp.tanh(w_q @ a) ** 2) + jnp.sin(a[0])  # noqa: E731
+    q_fn = lambda a: -jnp.sum(jnp.tanh(jnp.dot(w_q, a, precision="highest")) ** 2) + jnp.sin(a[0])  # noqa: E731
     log_prob_fn = lambda a: q_fn(a) / temperature  # noqa: E731
     x_t, key = jnp.array([0.3, -0.7, 1.1]), jax.random.PRNGKey(7)
     alpha, beta = schedule.alpha(t), schedule.beta(t)
