@@ -6,6 +6,7 @@ update and achieved GMAC/s, compile time, and where the time goes.
     python experiments/bench_update.py --numerics reference --seeds 1,8,32 --no-breakdown
     python experiments/bench_update.py --numerics reference --seeds 1,8,32,128 --no-breakdown --shard  # all devices
     python experiments/bench_update.py --numerics reference --seeds 8 --set sample_chunk=128  # an agent argument
+    python experiments/bench_update.py --numerics reference --seeds 1,8 --profile  # device time per kernel (GPU)
 
 Numerics (cheetah-run shapes: O = 17, A = 6; batch 256; 256-wide actor and critics):
   lite       16 posterior particles, 4 / 4 / 8 policy particles (train / data / eval), 5 Euler steps
