@@ -23,12 +23,13 @@ CriticEnsemble: K independent MLPs [s, a] -> ReLU layers -> 1 (each parameter st
 K axis), orthogonal(sqrt 2) kernels; the first layer's state columns are applied to s alone, so
 particles at one state share them (exact algebra again).  Output Q [..., K].
 
-Layout for XLA on CPU (same numbers to float32 rounding): the critics are applied one after another
-with plain 2-D matmuls (a vmap over K makes batched dots with transposes between the layers), and
-the A input columns of an action (the critics' a, the policy's u_t) go through ``thin_matmul``, a
-sum of A broadcast products that XLA fuses with the bias and the activation, where a dot with an
-inner dimension of 6 is a separate, slow GEMM.  Derivatives stay dots.  README (speed) has the
-measured effect.
+Layout for XLA on CPU (same numbers to float32 rounding; the products are in ``rfm_jax.products``):
+the critics are applied one after another with plain 2-D matmuls (a vmap over K makes batched
+dots with transposes between the layers), and the A input columns of an action (the critics' a,
+the policy's u_t) go through ``thin_matmul``, a sum of A broadcast products that XLA fuses with the
+bias and the activation, where a dot with an inner dimension of 6 is a separate, slow GEMM.  The
+critics' first layer is ``kernel_matmul``, whose weight gradient is x^T g in the kernel's [in, out]
+order (reverse mode only).  Derivatives stay dots.  README (speed) has the measured effect.
 
 TanhGaussianActor: ReLU MLP -> (mean [A], log_std [A]) with log_std in [-5, 2].
 """
@@ -43,6 +44,7 @@ import jax.numpy as jnp
 
 from rfm_jax import draws
 from rfm_jax.estimators import log_one_minus_tanh_sq
+from rfm_jax.products import THIN_ROWS, PaddedDense, input_matmul, kernel_matmul
 
 Array = jax.Array
 BLOCKS = ("reference", "prenorm")
@@ -79,24 +81,6 @@ def _orthonormal_columns(a: Array) -> Array:
 
 
 ortho = orthogonal(2.0**0.5)
-THIN_ROWS = 16  # a matmul whose weight has at most this many rows is done by ``thin_matmul``
-
-
-@jax.custom_jvp
-def thin_matmul(x: Array, w: Array) -> Array:
-    """x [..., K] @ w [K, N] as sum_k x[..., k, None] * w[k]: elementwise work that XLA fuses with
-    what consumes it.  Its derivatives are the usual dots (dx @ w, x @ dw)."""
-    return sum(x[..., k, None] * w[k] for k in range(w.shape[0]))
-
-
-thin_matmul.defjvps(lambda dx, _, x, w: dx @ w, lambda dw, _, x, w: x @ dw)
-
-
-def input_matmul(x: Array, w: Array) -> Array:
-    """x @ w, by ``thin_matmul`` when w has at most ``THIN_ROWS`` rows (an action's columns)."""
-    return thin_matmul(x, w) if w.shape[0] <= THIN_ROWS else x @ w
-
-
 def stacked(init, num: int):
     """An initializer of [num, *shape] from ``init`` with an independent key per slice."""
     return lambda key, shape, dtype=jnp.float32: jax.vmap(lambda k: init(k, shape, dtype))(jax.random.split(key, num))
@@ -140,28 +124,6 @@ def sinusoidal_embedding(x: Array, dim: int, max_period: float = 1000.0) -> Arra
     freqs = jnp.exp(-jnp.log(max_period) / (half - 1) * jnp.arange(half))
     angles = jnp.asarray(x, jnp.float32)[..., None] * freqs
     return jnp.concatenate(sin_cos(angles), axis=-1)
-
-
-class PaddedDense(nn.Module):
-    """``nn.Dense`` (same parameter names, shapes and initial values) whose kernel is padded with
-    zero columns to a multiple of ``multiple`` for the product, and the output cut back.  For a
-    narrow output (the policy head's A = 6 columns) XLA's CPU dot runs a [rows, 256] x [256, 8]
-    product faster than [rows, 256] x [256, 6] (README, speed); the zero columns change nothing but
-    the summation order of the product (float32 rounding).  One output column is left as it is
-    (XLA emits a matrix-vector product for it, which is faster still)."""
-
-    features: int
-    kernel_init: callable = nn.initializers.lecun_normal()
-    multiple: int = 8
-
-    @nn.compact
-    def __call__(self, x: Array) -> Array:
-        kernel = self.param("kernel", self.kernel_init, (x.shape[-1], self.features))
-        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
-        padded = -(-self.features // self.multiple) * self.multiple
-        if self.features > 1 and padded != self.features:  # one column stays a matrix-vector product
-            kernel = jnp.pad(kernel, ((0, 0), (0, padded - self.features)))
-        return (x @ kernel)[..., :self.features] + bias
 
 
 class MLP(nn.Module):
@@ -259,7 +221,8 @@ class CriticEnsemble(nn.Module):
         q = []
         for k in range(self.num_critics):
             w_in = kernels[0][k]
-            h = obs @ w_in[:obs_dim] + biases[0][k] + input_matmul(action, w_in[obs_dim:])
+            w_s, w_a = w_in[:obs_dim], w_in[obs_dim:]
+            h = kernel_matmul(obs, w_s) + biases[0][k] + kernel_matmul(action, w_a, w_a.shape[0] <= THIN_ROWS)
             for kernel, bias in zip(kernels[1:], biases[1:], strict=True):
                 self.sow("intermediates", "pre_activations", h)  # critic-major; rfm_jax.min_critic reads them
                 h = nn.relu(h) @ kernel[k] + bias[k]

@@ -134,7 +134,7 @@ def test_critic_split_first_layer_equals_the_concatenation():
 
 
 def test_thin_matmul_equals_the_dot_with_the_dot_derivatives():
-    from rfm_jax.networks import thin_matmul
+    from rfm_jax.products import thin_matmul
 
     x = jax.random.normal(jax.random.PRNGKey(0), (5, 7, ACT))
     w = jax.random.normal(jax.random.PRNGKey(1), (ACT, 32))
@@ -148,6 +148,30 @@ def test_thin_matmul_equals_the_dot_with_the_dot_derivatives():
     np.testing.assert_allclose(jvp, 2 * x @ w, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("thin", [False, True])
+def test_kernel_matmul_is_the_dot_with_its_weight_gradient_in_kernel_order(thin):
+    """Value and both gradients equal the plain dot's (leading axes, jit, a vmap over seeds that
+    batches x and w).  With one seed, XLA drops the seed axis and compiles autodiff's weight
+    gradient of a plain dot as an [N, K] product; ``kernel_matmul``'s is one [K, N] product."""
+    from rfm_jax.products import kernel_matmul
+
+    k_in, n_out = (ACT, 32) if thin else (OBS, 32)
+    loss = lambda f: lambda x, w: jnp.sum(jnp.sin(f(x, w)))  # noqa: E731
+    ours = lambda x, w: kernel_matmul(x, w, thin)  # noqa: E731
+    for seeds in (3, 1):
+        x = jax.random.normal(jax.random.PRNGKey(0), (seeds, 5, 7, k_in))
+        w = jax.random.normal(jax.random.PRNGKey(1), (seeds, k_in, n_out))
+        np.testing.assert_allclose(jax.jit(ours)(x[0], w[0]), x[0] @ w[0], rtol=1e-5, atol=1e-5)
+        grad = jax.jit(jax.vmap(jax.grad(loss(ours), argnums=(0, 1))))
+        want = jax.vmap(jax.grad(loss(jnp.matmul), argnums=(0, 1)))(x, w)
+        for g, r in zip(grad(x, w), want, strict=True):
+            assert g.shape == r.shape
+            np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-4)
+    hlo = jax.jit(jax.vmap(jax.grad(loss(ours), argnums=1))).lower(x, w).compile().as_text()
+    assert f"f32[{k_in},{n_out}]{{1,0}} dot(" in hlo, "the weight gradient is not a [K, N] product"
+    assert f"f32[{n_out},{k_in}]{{1,0}} dot(" not in hlo
+
+
 @pytest.mark.parametrize("features", [1, 6, 8, 13])
 def test_padded_dense_is_nn_dense_to_float32_rounding(features):
     """Same parameter tree and initial values as nn.Dense for a key; the output and its gradients
@@ -155,7 +179,8 @@ def test_padded_dense_is_nn_dense_to_float32_rounding(features):
     of 8 columns (one column stays a matrix-vector product)."""
     import flax.linen as nn
 
-    from rfm_jax.networks import PaddedDense, ortho
+    from rfm_jax.networks import ortho
+    from rfm_jax.products import PaddedDense
 
     x = jax.random.normal(jax.random.PRNGKey(1), (3, 64, 256))
     dense, padded = nn.Dense(features, kernel_init=ortho), PaddedDense(features, kernel_init=ortho)
@@ -179,7 +204,7 @@ def test_padded_dense_is_nn_dense_to_float32_rounding(features):
 
 
 def test_the_reference_actor_head_is_padded_dense():
-    from rfm_jax.networks import PaddedDense
+    from rfm_jax.products import PaddedDense
 
     net, params = _actor()
     assert params["params"]["head"]["kernel"].shape == (256, ACT)
