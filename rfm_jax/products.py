@@ -13,8 +13,9 @@ rounding.  The networks (``rfm_jax.networks``) use them; README (speed) has the 
   where JAX's transpose of a dot forms (g^T x)^T.  Under a vmap over one seed, XLA drops the
   size-1 seed axis and compiles that as an [N, K] product read back transposed; for the critics'
   first layer (K = 17 state or 6 action columns, N = 256, a batch B = 256) its CPU dot runs the
-  [256, B] x [B, 17] product several times slower than [17, B] x [B, 256].  Reverse mode only.  Apply it to whole batches (as the critics' TD loss does): under a ``vmap`` over examples
-  with an unbatched w, a custom VJP forms the weight cotangent per example and then sums it.
+  [256, B] x [B, 17] product several times slower than [17, B] x [B, 256].  Reverse mode only.
+  Apply it to whole batches (as the critics' TD loss does): under a ``vmap`` over examples with an
+  unbatched w, a custom VJP forms the weight cotangent per example and then sums it.
 * ``PaddedDense``: ``nn.Dense`` whose kernel is padded with zero columns to a multiple of 8 for the
   product and the output cut back (XLA's CPU dot runs [rows, 256] x [256, 8] faster than
   [rows, 256] x [256, 6]).
