@@ -12,6 +12,7 @@ from configs import common
 from configs import rfm as rfm_configs
 from ml_collections import config_dict
 
+from rfm_jax.agents.core import U_MAX
 from rfm_jax.agents.qne import FIXED
 
 
@@ -20,6 +21,7 @@ def reference(task: str = "cheetah-run") -> config_dict.ConfigDict:
     c.algo = "qne"  # agent in rfm_jax.agents.REGISTRY
     c.agent = config_dict.ConfigDict({k: v for k, v in c.agent.items() if k not in FIXED})
     c.agent.num_ode_steps = 20  # DDIM steps from t_min to 1 - t_min (QNE: 20)
+    c.agent.x1_bound = U_MAX  # the DDIM's clean latent clipped to |tanh u| <= 0.999 (the reference clips to [-1, 1])
     c.hyper = config_dict.ConfigDict({k: v for k, v in c.hyper.items() if k not in ("ridge", "clip", "eta")})
     return common.add_sweep(c)
 

@@ -35,7 +35,9 @@ def reference(task: str = "cheetah-run") -> config_dict.ConfigDict:
     c.agent.num_critics = 2  # critics in the ensemble (the TD target and log p1 use their min)
     c.agent.actor_lr = 3e-4  # Adam learning rate of the policy network
     c.agent.critic_lr = 1e-3  # Adam learning rate of the critics
-    c.agent.grad_clip = 10.0  # gradient-norm clip of the actor and of each critic on its own
+    c.agent.grad_clip = config_dict.FieldReference(10.0, field_type=object)  # global-norm clip of the actor's and
+    # of each critic's gradient, each on its own; none (or inf): no clip.  The authors' run.sh clips at 10.
+    c.agent.x1_bound = config_dict.placeholder(float)  # diffusion: clip of the DDIM's clean latent; None: none
     c.agent.particle_batch = config_dict.placeholder(int)  # posterior particles per lax.map chunk; 0: vmap; None: auto
     c.agent.sample_chunk = config_dict.placeholder(int)  # sampler states per lax.map chunk; 0: vmap; None: auto
 

@@ -22,7 +22,7 @@ def reference(task: str = "cheetah-run") -> config_dict.ConfigDict:
     c.agent.actor_lr = 3e-4  # Adam learning rate of the policy
     c.agent.critic_lr = 3e-4  # Adam learning rate of the critics
     c.agent.alpha_lr = 3e-4  # Adam learning rate of log alpha
-    c.agent.grad_clip = 10.0  # gradient-norm clip of the actor and of each critic on its own
+    c.agent.grad_clip = config_dict.FieldReference(10.0, field_type=object)  # norm clip of actor and each critic; none
 
     c.hyper = config_dict.ConfigDict()
     c.hyper.init_alpha = 1.0  # initial entropy temperature alpha

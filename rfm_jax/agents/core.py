@@ -34,6 +34,9 @@ from rfm_jax.checks import check_positive_int, check_rank
 from rfm_jax.networks import BLOCKS, CriticEnsemble
 
 Array = jax.Array
+# The latent bound of a clean-latent prediction: |tanh u| <= 0.999.  Clipping the DDIM's x1 prediction
+# here is the latent form of the "clip denoised" to [-1, 1] that the reference diffusion agents use.
+U_MAX = float(np.arctanh(0.999))
 
 
 class Agent(NamedTuple):
@@ -71,6 +74,20 @@ def check_policy_net(name: str, *, actor_block: str, actor_embed_dim: int, t_min
     check_positive(name, actor_lr=actor_lr)
 
 
+def gradient_clip(name: str, grad_clip) -> optax.GradientTransformation:
+    """The global-norm clip of one gradient: ``grad_clip`` a number > 0, or None / "none" / inf for
+    no clip (an identity transformation).  Anything else is a one-line ValueError naming it."""
+    if grad_clip is None or (isinstance(grad_clip, str) and grad_clip.strip().lower() == "none"):
+        return optax.identity()
+    try:
+        value = float(grad_clip)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if isinstance(grad_clip, bool) or not value > 0:
+        raise ValueError(f"{name}: `grad_clip` must be a number > 0, or none (no clip), got {grad_clip!r}.")
+    return optax.identity() if value == float("inf") else optax.clip_by_global_norm(value)
+
+
 def check_leaf(name: str, field: str, value, ok, rule: str, allow_inf: bool = False) -> None:
     """One-line ValueError naming ``hyper.<field>`` unless ``ok`` holds for every entry of
     ``value`` (a swept leaf is an array) and every entry is finite (NaN never passes; +-inf only
@@ -103,14 +120,14 @@ class Critics(NamedTuple):
     step: Any
 
 
-def make_critics(*, num_critics: int, hidden, lr: float, grad_clip: float, name: str = "make_critics") -> Critics:
+def make_critics(*, num_critics: int, hidden, lr: float, grad_clip, name: str = "make_critics") -> Critics:
     """The critic ensemble (module docstring); checks its own arguments."""
     check_positive_int(name, "num_critics", num_critics)
     if not all(isinstance(w, int) and w > 0 for w in hidden):
         raise ValueError(f"{name}: `critic_hidden` must be positive integers, got {hidden!r}.")
-    check_positive(name, critic_lr=lr, grad_clip=grad_clip)
+    check_positive(name, critic_lr=lr)
     module = CriticEnsemble(num_critics, tuple(hidden))
-    opt = optax.chain(optax.clip_by_global_norm(grad_clip), optax.adam(lr))  # vmapped: one clip and Adam per critic
+    opt = optax.chain(gradient_clip(name, grad_clip), optax.adam(lr))  # vmapped: one clip and Adam per critic
 
     def init(key, obs_dim, action_dim):
         params = module.init(key, jnp.zeros((obs_dim,)), jnp.zeros((action_dim,)))

@@ -23,14 +23,15 @@ from rfm_jax.agents.rfm import RFMHyper, make_rfm
 FIXED = ("policy", "control_variate", "coef_space")  # what makes RFM into QNE
 
 
-def make_qne(*, num_ode_steps: int = 20, diffusion_schedule: str = "cosine", **kwargs) -> core.Agent:
+def make_qne(*, num_ode_steps: int = 20, diffusion_schedule: str = "cosine", x1_bound: float | None = core.U_MAX,
+             **kwargs) -> core.Agent:
     """QNE's pure functions; keyword arguments as ``make_rfm`` except the ones QNE fixes (``FIXED``)."""
     for arg in FIXED:
         if arg in kwargs:
             raise ValueError(f"make_qne: `{arg}` is fixed by QNE (diffusion, eta = 0); use make_rfm to change it.")
     try:
         agent = make_rfm(policy="diffusion", control_variate="none", diffusion_schedule=diffusion_schedule,
-                         num_ode_steps=num_ode_steps, **kwargs)
+                         num_ode_steps=num_ode_steps, x1_bound=x1_bound, **kwargs)
     except ValueError as error:  # the same checks, named after this factory
         raise ValueError(str(error).replace("make_rfm:", "make_qne:", 1)) from None
     return agent._replace(name="qne", hyper=RFMHyper())

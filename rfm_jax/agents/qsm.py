@@ -26,8 +26,6 @@ constant 1 in place of RFM's temperature input.
 
 from __future__ import annotations
 
-import math
-
 import jax
 import jax.numpy as jnp
 import optax
@@ -40,7 +38,7 @@ from rfm_jax.checks import check_positive_int, check_rank
 from rfm_jax.networks import VelocityNet
 
 Array = jax.Array
-U_MAX = math.atanh(0.999)  # latent bound of the sampler's clean-latent prediction
+U_MAX = core.U_MAX  # latent bound of the sampler's clean-latent prediction
 
 
 @struct.dataclass
@@ -75,7 +73,7 @@ def make_qsm(
     num_critics: int = 2,
     actor_lr: float = 3e-4,
     critic_lr: float = 1e-3,
-    grad_clip: float = 10.0,
+    grad_clip: float | str | None = 10.0,
 ) -> core.Agent:
     """Build QSM's pure functions; every argument is static and means what it means for ``make_rfm``."""
     name = "make_qsm"
@@ -89,7 +87,7 @@ def make_qsm(
                                 name=name)
     schedule = schedules.vp()
     actor = VelocityNet(obs_dim, action_dim, actor_width, actor_blocks, actor_embed_dim, actor_block)
-    actor_opt = optax.chain(optax.clip_by_global_norm(grad_clip), optax.adam(actor_lr))
+    actor_opt = optax.chain(core.gradient_clip(name, grad_clip), optax.adam(actor_lr))
     ode = dict(policy="diffusion", schedule=schedule, num_steps=num_ode_steps, t_min=t_min, x1_bound=U_MAX)
     one = jnp.ones(())  # the network's temperature input, unused by QSM
 

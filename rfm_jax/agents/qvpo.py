@@ -31,8 +31,6 @@ and the uniform actions of the entropy term are drawn in (-0.999, 0.999) and map
 
 from __future__ import annotations
 
-import math
-
 import jax
 import jax.numpy as jnp
 import optax
@@ -45,7 +43,7 @@ from rfm_jax.checks import check_positive_int, check_rank
 from rfm_jax.networks import VelocityNet
 
 Array = jax.Array
-U_MAX = math.atanh(0.999)  # latent bound of the training samples and the uniform actions
+U_MAX = core.U_MAX  # latent bound of the sampler's clean-latent prediction
 
 
 @struct.dataclass
@@ -88,7 +86,7 @@ def make_qvpo(
     num_critics: int = 2,
     actor_lr: float = 3e-4,
     critic_lr: float = 1e-3,
-    grad_clip: float = 10.0,
+    grad_clip: float | str | None = 10.0,
     sample_chunk: int | str | None = "auto",
 ) -> core.Agent:
     """Build QVPO's pure functions; every argument is static.  The arguments mean what they mean for
@@ -108,7 +106,7 @@ def make_qvpo(
                                 name=name)
     schedule = schedules.cosine()
     actor = VelocityNet(obs_dim, action_dim, actor_width, actor_blocks, actor_embed_dim, actor_block)
-    actor_opt = optax.chain(optax.clip_by_global_norm(grad_clip), optax.adam(actor_lr))
+    actor_opt = optax.chain(core.gradient_clip(name, grad_clip), optax.adam(actor_lr))
     chunk = resolve_sample_chunk(sample_chunk, num_train_particles)
     ode = dict(policy="diffusion", schedule=schedule, num_steps=num_ode_steps, t_min=t_min, x1_bound=U_MAX)
 

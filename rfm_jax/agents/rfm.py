@@ -146,7 +146,8 @@ def make_rfm(
     num_critics: int = 2,
     actor_lr: float = 3e-4,
     critic_lr: float = 1e-3,
-    grad_clip: float = 10.0,
+    grad_clip: float | str | None = 10.0,
+    x1_bound: float | None = None,
     particle_batch: int | str | None = "auto",
     sample_chunk: int | str | None = "auto",
 ) -> core.Agent:
@@ -161,6 +162,10 @@ def make_rfm(
     num_train_particles / num_data_particles / num_eval_particles: policy particles per state for
       the update's proposal and a' / for acting during training / for greedy evaluation.
     actor_block: "reference" (h + GELU(Dense h)) or "prenorm" (h + Dense GELU Dense LayerNorm h).
+    grad_clip: global-norm bound of each critic's and the actor's gradient; inf for none.
+    x1_bound: diffusion policy only: the DDIM sampler clips its clean-latent prediction to
+      [-x1_bound, x1_bound] (``core.U_MAX`` = atanh(0.999) is the latent image of the reference
+      codes' action clip to [-1, 1]); None for no clip.
     particle_batch: posterior particles per ``lax.map`` chunk, None for one vmap, "auto"
       (``resolve_particle_batch``: about 5k critic rows per chunk on CPU, one vmap on a GPU).
     sample_chunk: states per ``lax.map`` chunk of the update's sampler, None for one vmap, "auto"
@@ -184,6 +189,10 @@ def make_rfm(
     for arg, value in (("sample_chunk", sample_chunk), ("particle_batch", particle_batch)):
         if value not in (None, "auto"):
             check_positive_int(name, arg, value)
+    if x1_bound is not None:
+        if policy != "diffusion":
+            raise ValueError(f"{name}: `x1_bound` applies to the diffusion policy only (policy={policy!r}).")
+        core.check_positive(name, x1_bound=x1_bound)
     core.check_policy_net(name, actor_block=actor_block, actor_embed_dim=actor_embed_dim, t_min=t_min,
                           actor_lr=actor_lr)
 
@@ -194,9 +203,9 @@ def make_rfm(
     else:
         schedule = {"cosine": schedules.cosine, "vp": schedules.vp, "ve": schedules.ve}[diffusion_schedule]()
     actor = VelocityNet(obs_dim, action_dim, actor_width, actor_blocks, actor_embed_dim, actor_block)
-    actor_opt = optax.chain(optax.clip_by_global_norm(grad_clip), optax.adam(actor_lr))
+    actor_opt = optax.chain(core.gradient_clip(name, grad_clip), optax.adam(actor_lr))
     chunk = resolve_sample_chunk(sample_chunk, num_train_particles)
-    ode = dict(policy=policy, schedule=schedule, num_steps=num_ode_steps, t_min=t_min)
+    ode = dict(policy=policy, schedule=schedule, num_steps=num_ode_steps, t_min=t_min, x1_bound=x1_bound)
 
     def init(key: Array, hyper: RFMHyper) -> RFMState:
         if hyper.temperature_final is None:

@@ -69,7 +69,7 @@ def make_sac(
     actor_lr: float = 3e-4,
     critic_lr: float = 3e-4,
     alpha_lr: float = 3e-4,
-    grad_clip: float = 10.0,
+    grad_clip: float | str | None = 10.0,
 ) -> core.Agent:
     """Build SAC's pure functions; every argument is static.  ``grad_clip`` bounds the actor's and
     each critic's gradient norm."""
@@ -82,7 +82,7 @@ def make_sac(
     critics = core.make_critics(num_critics=num_critics, hidden=critic_hidden, lr=critic_lr, grad_clip=grad_clip,
                                 name=name)
     actor = TanhGaussianActor(action_dim, tuple(actor_hidden))
-    actor_opt = optax.chain(optax.clip_by_global_norm(grad_clip), optax.adam(actor_lr))
+    actor_opt = optax.chain(core.gradient_clip(name, grad_clip), optax.adam(actor_lr))
     alpha_opt = optax.adam(alpha_lr)
 
     def init(key: Array, hyper: SACHyper) -> SACState:
