@@ -102,6 +102,7 @@ def posterior_mean(
     coef_space: str = "noise",
     source: Source | None = None,
     particle_batch: int | None = None,
+    particles: Array | None = None,
 ) -> PosteriorEstimate:
     """Estimate E[X0 | x_t] and E[X1 | x_t] for one noisy point.
 
@@ -119,6 +120,8 @@ def posterior_mean(
       source: p0 and proposal (default N(0, I)).
       particle_batch: evaluate the particles in chunks of this size with ``lax.map`` (saves
         memory, often faster on CPU); None evaluates them all in one ``vmap``.
+      particles: [num_particles, A] draws of the source to use instead of drawing them from
+        ``key`` (which may then be None): fixed or quasi-random particles, golden tests.
 
     When one weight is ~1 (ESS ~ 1, typical at small t) no coefficient can be fitted: the optimal
     modes then fall back to coef 0, i.e. plain SNIS. Watch ``ess``.
@@ -150,7 +153,12 @@ def posterior_mean(
 
     dim = x_t.shape[0]
     alpha, beta = schedule.alpha(t), schedule.beta(t)
-    x0 = source.sample(key, (num_particles, dim)).astype(x_t.dtype)
+    if particles is None:
+        x0 = source.sample(key, (num_particles, dim)).astype(x_t.dtype)
+    else:
+        if particles.shape != (num_particles, dim):
+            raise ValueError(f"{name}: `particles` must have shape {(num_particles, dim)}, got {particles.shape}.")
+        x0 = particles.astype(x_t.dtype)
 
     if needs_grad:
         per_particle = lambda x0_i: noise_score(log_prob_fn, x0_i, x_t, t, schedule=schedule, source=source)  # noqa: E731

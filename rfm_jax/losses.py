@@ -47,6 +47,16 @@ class ActorLossAux(NamedTuple):
     estimate: PosteriorEstimate
 
 
+class RegressionNoise(NamedTuple):
+    """The draws of one posterior regression, given instead of a key (fixed-noise and golden
+    tests): the time t [], the source draw x0 [A] that places x_t and the estimator's particles
+    [N, A]."""
+
+    t: Array
+    x0: Array
+    particles: Array
+
+
 def noisy_point(key: Array, x1: Array, *, schedule: Schedule, t_min=0.01, t_max=None, source: Source | None = None):
     """Draw t ~ U[t_min, t_max] (t_max defaults to 1 - t_min) and x_t = alpha_t x1 + beta_t x0 with
     x0 ~ p0.  Returns (t [], x_t [A])."""
@@ -68,10 +78,17 @@ _TARGETS = {
 
 
 def _posterior_regression(
-    key, model_fn, log_prob_fn, x1, target, *, schedule, t_min=0.01, t_max=None, source=None, **estimator_kwargs
+    key, model_fn, log_prob_fn, x1, target, *, schedule, t_min=0.01, t_max=None, source=None, noise=None,
+    **estimator_kwargs
 ):
-    key_point, key_estimate = jax.random.split(key)
-    t, x_t = noisy_point(key_point, x1, schedule=schedule, t_min=t_min, t_max=t_max, source=source)
+    if noise is None:
+        key_point, key_estimate = jax.random.split(key)
+        t, x_t = noisy_point(key_point, x1, schedule=schedule, t_min=t_min, t_max=t_max, source=source)
+    else:  # the draws given (RegressionNoise): the key is unused
+        x1 = jax.lax.stop_gradient(x1)
+        t, key_estimate = noise.t, None
+        x_t = schedule.alpha(t) * x1 + schedule.beta(t) * noise.x0.astype(x1.dtype)
+        estimator_kwargs = {**estimator_kwargs, "particles": noise.particles}
     estimate = posterior_mean(key_estimate, log_prob_fn, x_t, t, schedule=schedule, source=source, **estimator_kwargs)
     estimate = jax.tree.map(jax.lax.stop_gradient, estimate)
     target_t = _TARGETS[target](schedule, t, estimate)
@@ -88,7 +105,8 @@ def rfm_velocity_loss(
 
     ``log_prob_fn(x1 [A]) -> []`` is the log target (e.g. ``tanh_boltzmann_log_prob``); ``x1`` [A]
     is the endpoint that places x_t.  Keyword arguments: ``t_min`` (0.01), ``t_max`` (1 - t_min),
-    ``source`` (N(0, I)), and those of ``posterior_mean``: ``num_particles`` (required),
+    ``source`` (N(0, I)), ``noise`` (a ``RegressionNoise`` used instead of drawing from ``key``),
+    and those of ``posterior_mean``: ``num_particles`` (required),
     ``control_variate``, ``ridge``, ``clip``, ``coef_space``, ``particle_batch``.
     Returns (loss [], ActorLossAux).
     """

@@ -177,20 +177,39 @@ def integrate(model_fn, x_start: Array, *, policy: str, schedule, num_steps: int
     return schedules.sample_ddim(model_fn, x_start, schedule=schedule, x1_bound=x1_bound, **kwargs)
 
 
+class SampleNoise(NamedTuple):
+    """The draws of ``sample_select`` at one state, given instead of a key: the ODE's starts
+    x_start [P, A] and Gumbel noise [P] of the Boltzmann choice (unused when greedy)."""
+
+    x_start: Array
+    gumbel: Array
+
+
 def sample_select(key: Array, model_fn, q_fn, *, num_particles: int, action_dim: int, temperature, greedy: bool,
-                  **integrate_kwargs) -> Array:
+                  noise: SampleNoise | None = None, **integrate_kwargs) -> Array:
     """One latent u [A] at one state: ``num_particles`` latents by ``integrate``, then ``select``
-    on ``q_fn(tanh u [P, A]) -> [P]``."""
-    key_start, key_select = jax.random.split(key)
-    x_start = draws.normal(key_start, (num_particles, action_dim))
+    on ``q_fn(tanh u [P, A]) -> [P]``.  With ``noise`` the draws are given (the key is unused) and
+    the Boltzmann choice is argmax(q / lambda + gumbel), the same rule as ``jax.random.categorical``."""
+    if noise is None:
+        key_start, key_select = jax.random.split(key)
+        x_start = draws.normal(key_start, (num_particles, action_dim))
+    else:
+        x_start = noise.x_start
     latents = integrate(model_fn, x_start, **integrate_kwargs)
-    return latents[select(key_select, q_fn(jnp.tanh(latents)), temperature, greedy)]
+    q = q_fn(jnp.tanh(latents))
+    if noise is None:
+        index = select(key_select, q, temperature, greedy)
+    else:
+        index = jnp.argmax(q if greedy else q / temperature + noise.gumbel)
+    return latents[index]
 
 
-def map_states(fn, key: Array, obs: Array, chunk: int | None) -> Array:
-    """``fn(key_i, obs_i)`` over states obs [N, O] with one key each: one vmap (chunk None) or
+def map_states(fn, key: Array, obs: Array, chunk: int | None, noise=None) -> Array:
+    """``fn(key_i, obs_i)`` over states obs [N, O] with one key each, or ``fn(key_i, obs_i,
+    noise_i)`` when a pytree ``noise`` of leading axis N is given: one vmap (chunk None) or
     ``lax.map`` in chunks of ``chunk`` states (same numbers, less memory)."""
     keys = jax.random.split(key, obs.shape[0])
+    args = (keys, obs) if noise is None else (keys, obs, noise)
     if chunk is None:
-        return jax.vmap(fn)(keys, obs)
-    return jax.lax.map(lambda args: fn(*args), (keys, obs), batch_size=chunk)
+        return jax.vmap(fn)(*args)
+    return jax.lax.map(lambda a: fn(*a), args, batch_size=chunk)

@@ -25,6 +25,8 @@ once per state and its time columns once per ODE step (``VelocityNet.condition``
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -57,6 +59,22 @@ class RFMHyper:
     ridge: Array | float = 1e-4  # ridge in the optimal coefficient
     clip: Array | float = 2.0  # bound on |coefficient| (optimal modes); inf for none
     eta: Array | float = 0.0  # the fixed coefficient when control_variate == "fixed"
+
+
+class UpdateNoise(NamedTuple):
+    """Every draw of one ``update``, given instead of its key (fixed-noise and golden tests).  S is
+    the number of sampled states: 2B for the on-policy proposal (the batch's s, then its s'), B for
+    the replay proposal (s' only).
+
+    x_start [S, P_train, A] and gumbel [S, P_train]: the sampler's starts and its Boltzmann noise.
+    t [B], x0 [B, A], particles [B, N, A]: the actor regression's draws (``losses.RegressionNoise``).
+    """
+
+    x_start: Array
+    gumbel: Array
+    t: Array
+    x0: Array
+    particles: Array
 
 
 def current_temperature(hyper: RFMHyper, updates: Array) -> Array:
@@ -216,13 +234,13 @@ def make_rfm(
     def q_min(critic_params, obs, action):
         return jnp.min(critics.apply(critic_params, obs, action), axis=-1)
 
-    def sample_select(actor_params, critic_params, key, obs, temperature, num_particles, greedy):
+    def sample_select(actor_params, critic_params, key, obs, temperature, num_particles, greedy, noise=None):
         """One latent u [A] at one state obs [O]: P particles through the ODE, then argmax-Q
-        (greedy) or a draw from softmax(Q / lambda) (``core.sample_select``)."""
+        (greedy) or a draw from softmax(Q / lambda) (``core.sample_select``; ``noise``: its draws)."""
         cond = actor.apply(actor_params, obs, temperature, method=actor.condition)
         model_fn = lambda x, t: actor.apply(actor_params, cond, x, t, method=actor.from_condition)  # noqa: E731
         return core.sample_select(key, model_fn, lambda a: q_min(critic_params, obs, a), num_particles=num_particles,
-                                  action_dim=action_dim, temperature=temperature, greedy=greedy, **ode)
+                                  action_dim=action_dim, temperature=temperature, greedy=greedy, noise=noise, **ode)
 
     def act(state: RFMState, key: Array, obs: Array, greedy: bool = False) -> Array:
         check_rank("rfm.act", "obs", obs, 1, "[O]")
@@ -231,23 +249,27 @@ def make_rfm(
         u = sample_select(state.actor_params, state.critic_params, key, obs, temperature, particles, greedy)
         return jnp.tanh(u)
 
-    def actor_step(state, critic_params, key, batch, u1, temperature):
+    def actor_step(state, critic_params, key, batch, u1, temperature, noise=None):
         """RFM regression of the policy network onto the posterior-mean targets."""
         hyper = state.hyper
         mode = hyper.eta if control_variate == "fixed" else control_variate
         loss_fn = losses.rfm_velocity_loss if policy == "flow" else losses.rfm_noise_loss
         posterior_chunk = resolve_particle_batch(particle_batch, num_posterior_particles, batch.obs.shape[0])
 
-        def loss_one(actor_params, key_i, obs, u1_i):
+        def loss_one(actor_params, key_i, obs, u1_i, noise_i=None):
             log_prob = tanh_boltzmann_log_prob(lambda a: min_critic.q_min(critic_params, obs, a), temperature)
             model_fn = lambda x, t: actor.apply(actor_params, obs, x, t, temperature)  # noqa: E731
             return loss_fn(key_i, model_fn, log_prob, u1_i, schedule=schedule, t_min=t_min,
                            num_particles=num_posterior_particles, control_variate=mode, ridge=hyper.ridge,
-                           clip=hyper.clip, coef_space=coef_space, particle_batch=posterior_chunk)
+                           clip=hyper.clip, coef_space=coef_space, particle_batch=posterior_chunk, noise=noise_i)
 
         def batch_loss(actor_params):
             keys = jax.random.split(key, batch.obs.shape[0])
-            loss, aux = jax.vmap(loss_one, (None, 0, 0, 0))(actor_params, keys, batch.obs, u1)
+            if noise is None:
+                loss, aux = jax.vmap(loss_one, (None, 0, 0, 0))(actor_params, keys, batch.obs, u1)
+            else:
+                regression = losses.RegressionNoise(noise.t, noise.x0, noise.particles)
+                loss, aux = jax.vmap(loss_one, (None, 0, 0, 0, 0))(actor_params, keys, batch.obs, u1, regression)
             return jnp.mean(loss), aux
 
         (loss, aux), grads = jax.value_and_grad(batch_loss, has_aux=True)(state.actor_params)
@@ -259,16 +281,21 @@ def make_rfm(
                    "actor_grad_norm": optax.tree.norm(grads)}
         return optax.apply_updates(state.actor_params, updates), opt_state, metrics
 
-    def update(state: RFMState, key: Array, batch: replay.Transition):
+    def update(state: RFMState, key: Array, batch: replay.Transition, noise: UpdateNoise | None = None):
+        """One update (module docstring); ``noise`` gives its draws instead of ``key``."""
         check_rank("rfm.update", "batch.obs", batch.obs, 2, "[B, O]")
         batch_size = batch.obs.shape[0]
         key_sample, key_actor = jax.random.split(key)
         temperature = current_temperature(state.hyper, state.updates)
         # One sampler pass for s (on-policy endpoints) and s' (a'), selected with the pre-update critics.
         sample_obs = jnp.concatenate([batch.obs, batch.next_obs]) if proposal == "on_policy" else batch.next_obs
-        fn = lambda key_i, obs_i: sample_select(state.actor_params, state.critic_params, key_i, obs_i,  # noqa: E731
-                                                temperature, num_train_particles, False)
-        latents = jax.lax.stop_gradient(core.map_states(fn, key_sample, sample_obs, chunk))
+        fn = lambda key_i, obs_i, noise_i=None: sample_select(  # noqa: E731
+            state.actor_params, state.critic_params, key_i, obs_i, temperature, num_train_particles, False, noise_i)
+        sample_noise = None if noise is None else core.SampleNoise(noise.x_start, noise.gumbel)
+        if noise is not None and noise.x_start.shape[0] != sample_obs.shape[0]:
+            raise ValueError(f"rfm.update: `noise.x_start` needs {sample_obs.shape[0]} rows (the states sampled "
+                             f"with proposal={proposal!r}), got {noise.x_start.shape[0]}.")
+        latents = jax.lax.stop_gradient(core.map_states(fn, key_sample, sample_obs, chunk, sample_noise))
         u_next = latents[-batch_size:]
         if proposal == "on_policy":
             u1 = latents[:batch_size]
@@ -278,7 +305,7 @@ def make_rfm(
         critic_params, critic_opt_state, critic_metrics = critics.step(
             state.critic_params, state.critic_opt_state, batch, target_q_t, state.hyper.gamma)
         actor_params, actor_opt_state, actor_metrics = actor_step(state, critic_params, key_actor, batch, u1,
-                                                                  temperature)
+                                                                  temperature, noise)
         new_state = state.replace(
             actor_params=actor_params,
             critic_params=critic_params,
