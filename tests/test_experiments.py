@@ -42,3 +42,31 @@ def test_bench_update_rejects_a_bad_override():
     cmd = [sys.executable, str(ROOT / "experiments" / "bench_update.py"), "--set", "sample_chunk"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "argument --set: expected KEY=VALUE, got 'sample_chunk'" in proc.stderr
+
+
+def test_official_script_uses_the_cpu_preset(run_script):
+    """experiments/official.py trains the authors' code at rfm.py:cpu's numerics: its PRESET (stated
+    again there, since it runs in their environment without rfm_jax) must match the config."""
+    import importlib.util
+
+    from configs import rfm
+
+    spec = importlib.util.spec_from_file_location("official", ROOT / "experiments" / "official.py")
+    official = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(official)
+    c = rfm.get_config("cpu")
+    preset = official.PRESET
+    for field in ("total_steps", "warmup_steps", "batch_size", "replay_capacity", "eval_every"):
+        assert preset[field] == c[field], field
+    for field in ("num_posterior_particles", "num_train_particles", "num_data_particles", "num_eval_particles",
+                  "num_ode_steps", "actor_width", "actor_blocks", "actor_embed_dim", "actor_lr", "critic_lr",
+                  "grad_clip", "t_min"):
+        assert preset[field] == c.agent[field], field
+    assert tuple(preset["critic_hidden"]) == tuple(c.agent.critic_hidden)
+    for field in ("temperature", "gamma", "tau", "ridge", "clip"):
+        assert preset[field] == c.hyper[field], field
+    assert c.hyper.temperature_final is None and c.agent.policy == "flow" and c.agent.control_variate == "optimal"
+    from rfm_jax.envs.dmc import env_seed
+
+    assert [official.env_seed(s, e, 1) for s in (0, 4) for e in (0, 9)] == [env_seed(s, e, 1) for s in (0, 4)
+                                                                               for e in (0, 9)]

@@ -231,3 +231,20 @@ def test_one_whole_update_matches():
     assert_close(metrics["actor_loss"], F["metrics/actor_loss"], "actor loss")
     assert_close(metrics["ess_mean"], F["metrics/posterior_ess"], "mean ESS", rtol=1e-4)
     assert_close(metrics["temperature"], F["metrics/temperature"], "temperature")
+
+
+@pytest.mark.skipif(os.environ.get("RFM_JAX_GOLDEN_CHILD") == "1", reason="this is the child run")
+def test_golden_updates_match_without_the_xla_defaults():
+    """The tests above again in a process without rfm_jax's XLA CPU defaults (RFM_JAX_XLA_DEFAULTS=0)."""
+    import subprocess
+    import sys
+
+    from rfm_jax.runtime import AVX512_FLAGS, CPU_FLAGS
+
+    ours = {flag.split("=")[0] for flag in CPU_FLAGS + AVX512_FLAGS}
+    flags = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split() if f.split("=")[0] not in ours)
+    env = {**os.environ, "RFM_JAX_XLA_DEFAULTS": "0", "XLA_FLAGS": flags, "RFM_JAX_GOLDEN_CHILD": "1"}
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:xdist", "-p", "no:cacheprovider",
+                           os.path.abspath(__file__)], capture_output=True, text=True, env=env, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "7 passed, 1 skipped" in proc.stdout, proc.stdout[-500:]
