@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from rfm_jax import sweeps
-from rfm_jax.agents import REGISTRY, make_agent
+from rfm_jax.agents import REGISTRY, core, make_agent
 from rfm_jax.replay import Transition
 
 OBS, ACT, BATCH = 4, 2, 32
@@ -134,11 +134,13 @@ def test_a_swept_value_trains_as_its_own_run():
 
 
 def test_qne_is_rfm_with_a_diffusion_policy_and_eta_zero():
-    """QNE's update is RFM's with policy="diffusion", control_variate="none" (the eta = 0 estimator):
-    the same parameters after three updates from the same keys."""
+    """QNE's update is RFM's with policy="diffusion", control_variate="none" (the eta = 0 estimator)
+    and the DDIM's clean latent clipped at U_MAX: the same parameters after three updates from the
+    same keys."""
     kwargs = dict(obs_dim=OBS, action_dim=ACT, **TINY["qne"])
     qne = make_agent("qne", **kwargs)
-    rfm = make_agent("rfm", policy="diffusion", diffusion_schedule="cosine", control_variate="none", **kwargs)
+    rfm = make_agent("rfm", policy="diffusion", diffusion_schedule="cosine", control_variate="none",
+                     x1_bound=core.U_MAX, **kwargs)
     batch = _batch(jax.random.PRNGKey(1))
     states = [agent.init(jax.random.PRNGKey(0), agent.hyper) for agent in (qne, rfm)]
     for step in range(3):
@@ -173,3 +175,24 @@ def test_dqs_is_rfm_with_a_ve_diffusion_policy_and_eta_one():
         make_agent("dqs", **{**kwargs, "num_ode_steps": 0})
     with pytest.raises(ValueError, match="^dqs: `hyper.temperature`"):
         dqs.check_hyper(dqs.hyper.replace(temperature=0.0))
+
+
+def test_grad_clip_none_turns_clipping_off_and_bad_values_are_named():
+    """grad_clip: a number > 0 clips, None / "none" / inf do not (the gradient passes unchanged)."""
+    grads = {"w": jnp.full((3,), 100.0)}
+    clipped, _ = core.gradient_clip("f", 10.0).update(grads, None)
+    assert np.isclose(float(jnp.linalg.norm(clipped["w"])), 10.0, rtol=1e-6)
+    for off in (None, "none", "None", float("inf"), "inf"):
+        same, _ = core.gradient_clip("f", off).update(grads, core.gradient_clip("f", off).init(grads))
+        np.testing.assert_array_equal(same["w"], grads["w"])
+    for bad in (0.0, -1.0, "abc", True, float("nan")):
+        with pytest.raises(ValueError, match="^make_rfm: `grad_clip` must be a number > 0, or none"):
+            make_agent("rfm", obs_dim=OBS, action_dim=ACT, **{**TINY["rfm"], "grad_clip": bad})
+    make_agent("rfm", obs_dim=OBS, action_dim=ACT, **{**TINY["rfm"], "grad_clip": "none"})
+
+
+def test_x1_bound_is_for_the_diffusion_policy_only():
+    with pytest.raises(ValueError, match="^make_rfm: `x1_bound` applies to the diffusion policy only"):
+        make_agent("rfm", obs_dim=OBS, action_dim=ACT, **{**TINY["rfm"], "x1_bound": 3.0})
+    with pytest.raises(ValueError, match="^make_qne: `x1_bound` must be finite and > 0"):
+        make_agent("qne", obs_dim=OBS, action_dim=ACT, **{**TINY["qne"], "x1_bound": -1.0})
