@@ -73,20 +73,24 @@ class JsonlLogger:
 
 
 def evaluate_on_rfm_jax_states(trainer, env_fn, seed: int, episodes: int) -> dict:
-    """Greedy episodes of their agent from rfm_jax's fixed evaluation states of run ``seed``."""
-    returns = []
+    """Greedy episodes of their agent from rfm_jax's fixed evaluation states of run ``seed``, all
+    stepped together (their greedy action depends on each state alone: a hash of it is its key)."""
+    envs, obs = [], []
     for e in range(episodes):
         s = env_seed(seed, e, 1)
         env = env_fn(seed=s)
-        obs, _ = env.reset(seed=s)  # their DMCEnv.reset(seed) reseeds the task's RandomState, then resets
-        total = 0.0
-        for _ in range(trainer.episode_length):
-            action = trainer._sample_actions(obs[None], deterministic=True)[0]
-            obs, reward, terminated, truncated, _ = env.step(action)
-            total += float(reward)
-            if terminated or truncated:
-                break
-        returns.append(total)
+        obs.append(env.reset(seed=s)[0])  # their DMCEnv.reset(seed) reseeds the task's RandomState, then resets
+        envs.append(env)
+    obs = np.stack(obs)
+    returns, alive = np.zeros(episodes), np.ones(episodes, bool)
+    for _ in range(trainer.episode_length):
+        actions = trainer._sample_actions(obs, deterministic=True)
+        for e in np.flatnonzero(alive):
+            obs[e], reward, terminated, truncated, _ = envs[e].step(actions[e])
+            returns[e] += float(reward)
+            alive[e] = not (terminated or truncated)
+        if not alive.any():
+            break
     return {"eval_return_mean": float(np.mean(returns)), "eval_return_std": float(np.std(returns)),
             "eval_episodes": float(episodes)}
 
@@ -131,7 +135,7 @@ def main() -> None:
     parser.add_argument("--out", required=True, help="output folder (a plot.py workdir)")
     args = parser.parse_args()
     if not os.path.isfile(os.path.join("src", "agent", "rfm.py")):
-        raise SystemExit("official.py: run it from the root of a ReverseFlowMatching checkout (no src/agent/rfm.py here)")
+        raise SystemExit("official.py: run it from the root of a ReverseFlowMatching checkout (no src/agent/rfm.py)")
     sys.path.insert(0, os.getcwd())
     seeds = [int(s) for s in args.seeds.split(",")]
     os.makedirs(os.path.join(args.out, "metrics"), exist_ok=True)
