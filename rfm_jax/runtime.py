@@ -46,6 +46,16 @@ def configure_xla_cpu() -> str:
     return flags
 
 
+def environment_without_defaults(environ=None) -> dict:
+    """A copy of ``environ`` (default ``os.environ``) for a child process that runs without these
+    settings: ``RFM_JAX_XLA_DEFAULTS=0`` and the flags ``configure_xla_cpu`` adds removed from
+    ``XLA_FLAGS`` (any other flag kept).  The tests run their learning checks both ways with it."""
+    environ = dict(os.environ if environ is None else environ)
+    ours = {flag.split("=")[0] for flag in CPU_FLAGS + AVX512_FLAGS}
+    flags = [f for f in environ.get("XLA_FLAGS", "").split() if f.split("=")[0] not in ours]
+    return {**environ, "RFM_JAX_XLA_DEFAULTS": "0", "XLA_FLAGS": " ".join(flags)}
+
+
 def unroll_threefry_on_cpu() -> bool:
     """Lower JAX's threefry random-number hash on CPU as the straight-line code JAX uses on GPU and
     TPU, instead of its CPU default, a rolled loop of 5 iterations of small ops that XLA runs op by

@@ -239,11 +239,9 @@ def test_golden_updates_match_without_the_xla_defaults():
     import subprocess
     import sys
 
-    from rfm_jax.runtime import AVX512_FLAGS, CPU_FLAGS
+    from rfm_jax.runtime import environment_without_defaults
 
-    ours = {flag.split("=")[0] for flag in CPU_FLAGS + AVX512_FLAGS}
-    flags = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split() if f.split("=")[0] not in ours)
-    env = {**os.environ, "RFM_JAX_XLA_DEFAULTS": "0", "XLA_FLAGS": flags, "RFM_JAX_GOLDEN_CHILD": "1"}
+    env = {**environment_without_defaults(), "RFM_JAX_GOLDEN_CHILD": "1"}
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:xdist", "-p", "no:cacheprovider",
                            os.path.abspath(__file__)], capture_output=True, text=True, env=env, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:]

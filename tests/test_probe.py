@@ -112,16 +112,14 @@ def test_greedy_action_converges_on_a_one_step_bandit(name):
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))
 def test_greedy_action_converges_without_the_xla_defaults(name):
-    from rfm_jax.runtime import AVX512_FLAGS, CPU_FLAGS
+    from rfm_jax.runtime import environment_without_defaults
 
-    ours = {flag.split("=")[0] for flag in CPU_FLAGS + AVX512_FLAGS}
-    flags = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split() if f.split("=")[0] not in ours)
-    env = {**os.environ, "RFM_JAX_XLA_DEFAULTS": "0", "XLA_FLAGS": flags}
+    env = environment_without_defaults()
     proc = subprocess.run([sys.executable, os.path.abspath(__file__), name], capture_output=True, text=True,
                           env=env, timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert result["xla_flags"] == flags.strip()
+    assert result["xla_flags"] == env["XLA_FLAGS"]
     check(name, np.array(result["after"]), np.array(result["before"]), "RFM_JAX_XLA_DEFAULTS=0")
 
 

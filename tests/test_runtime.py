@@ -52,3 +52,11 @@ def test_unrolled_threefry_gives_the_same_bits_without_a_loop_on_cpu():
     assert " while(" in rolled.as_text() and " while(" not in unrolled.as_text()
     for a, b in zip(jax.tree.leaves(unrolled(key)), jax.tree.leaves(rolled(key)), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_environment_without_defaults_drops_only_our_flags():
+    from rfm_jax.runtime import environment_without_defaults
+
+    env = environment_without_defaults({"XLA_FLAGS": "--xla_cpu_experimental_ynn_fusion_type= --xla_dump_to=/x "
+                                        "--xla_cpu_prefer_vector_width=512", "HOME": "h"})
+    assert env == {"XLA_FLAGS": "--xla_dump_to=/x", "RFM_JAX_XLA_DEFAULTS": "0", "HOME": "h"}
