@@ -1,6 +1,6 @@
 """The fast cases of experiments/faults.py (every bad input refused in one line), a signal during
 compilation, and a checkpoint save that runs out of disk space.  The slow cases (20 kills, every
-corruption, NaN, a real full disk on tmpfs) are in faults.py's committed results (README)."""
+corruption, NaN, a real full disk on tmpfs) are in faults.py's committed results (docs/results.md)."""
 
 import errno
 import json
@@ -91,7 +91,7 @@ def test_a_full_disk_names_the_intact_checkpoint_and_the_partial_one_goes_at_the
 
 def test_the_non_finite_guard_names_the_first_bad_run_and_metric_among_many():
     """With 6 vmapped runs and one bad entry, the guard names that run and metric (the loop then
-    stops every run: README, Non-finite guard); the state check flags only the run that holds it."""
+    stops every run: docs/guide.md, Non-finite guard); the state check flags only the run that holds it."""
     from rfm_jax.guards import first_non_finite, runs_finite
 
     metrics = {"critic_loss": np.ones(6), "q_mean": np.array([0.0, 1.0, 2.0, np.inf, 4.0, 5.0])}
