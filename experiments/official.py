@@ -120,7 +120,8 @@ def train_seed(task: str, seed: int, out: str, episodes: int, steps: int, warmup
     trainer = Trainer(env_fn, agent=agent, logger=JsonlLogger(out, seed), max_steps=steps,
                       replay_buffer_size=p["replay_capacity"], start_training=warmup,
                       eval_interval=p["eval_every"], log_interval=1_000, batch_size=p["batch_size"], seed=seed,
-                      num_eval_envs=episodes, episode_length=1000)
+                      num_eval_envs=episodes,
+                      episode_length=int(getattr(probe.unwrapped, "max_episode_steps", None) or 1000))
     trainer.evaluate = lambda: evaluate_on_rfm_jax_states(trainer, env_fn, seed, episodes)
     trainer.train()
 

@@ -38,7 +38,6 @@ from rfm_jax.checks import check_positive_int, check_rank
 from rfm_jax.networks import VelocityNet
 
 Array = jax.Array
-U_MAX = core.U_MAX  # latent bound of the sampler's clean-latent prediction
 
 
 @struct.dataclass
@@ -88,7 +87,7 @@ def make_qsm(
     schedule = schedules.vp()
     actor = VelocityNet(obs_dim, action_dim, actor_width, actor_blocks, actor_embed_dim, actor_block)
     actor_opt = optax.chain(core.gradient_clip(name, grad_clip), optax.adam(actor_lr))
-    ode = dict(policy="diffusion", schedule=schedule, num_steps=num_ode_steps, t_min=t_min, x1_bound=U_MAX)
+    ode = dict(policy="diffusion", schedule=schedule, num_steps=num_ode_steps, t_min=t_min, x1_bound=core.U_MAX)
     one = jnp.ones(())  # the network's temperature input, unused by QSM
 
     def init(key: Array, hyper: QSMHyper) -> RFMState:

@@ -43,7 +43,6 @@ from rfm_jax.checks import check_positive_int, check_rank
 from rfm_jax.networks import VelocityNet
 
 Array = jax.Array
-U_MAX = core.U_MAX  # latent bound of the sampler's clean-latent prediction
 
 
 @struct.dataclass
@@ -108,7 +107,7 @@ def make_qvpo(
     actor = VelocityNet(obs_dim, action_dim, actor_width, actor_blocks, actor_embed_dim, actor_block)
     actor_opt = optax.chain(core.gradient_clip(name, grad_clip), optax.adam(actor_lr))
     chunk = resolve_sample_chunk(sample_chunk, num_train_particles)
-    ode = dict(policy="diffusion", schedule=schedule, num_steps=num_ode_steps, t_min=t_min, x1_bound=U_MAX)
+    ode = dict(policy="diffusion", schedule=schedule, num_steps=num_ode_steps, t_min=t_min, x1_bound=core.U_MAX)
 
     def init(key: Array, hyper: QVPOHyper) -> RFMState:
         return init_state(key, hyper, actor=actor, actor_opt=actor_opt, critics=critics, obs_dim=obs_dim,
@@ -143,8 +142,8 @@ def make_qvpo(
         hyper = state.hyper
         key_q, key_uniform, key_entropy = jax.random.split(key, 3)
         weights = weights / jnp.maximum(jnp.mean(weights), 1e-12)
-        u = jnp.clip(u, -U_MAX, U_MAX)  # a saturated sample (|a| > 0.999) is learnt as |a| = 0.999
-        a_uniform = jax.random.uniform(key_uniform, u.shape, minval=-0.999, maxval=0.999)  # |arctanh| <= U_MAX
+        u = jnp.clip(u, -core.U_MAX, core.U_MAX)  # a saturated sample (|a| > 0.999) is learnt as |a| = 0.999
+        a_uniform = jax.random.uniform(key_uniform, u.shape, minval=-0.999, maxval=0.999)  # |arctanh| <= core.U_MAX
 
         def loss_fn(actor_params):
             q_term = jnp.mean(weights * denoising(actor_params, key_q, obs, u, hyper.temperature))

@@ -291,10 +291,10 @@ def make_rfm(
         sample_obs = jnp.concatenate([batch.obs, batch.next_obs]) if proposal == "on_policy" else batch.next_obs
         fn = lambda key_i, obs_i, noise_i=None: sample_select(  # noqa: E731
             state.actor_params, state.critic_params, key_i, obs_i, temperature, num_train_particles, False, noise_i)
-        sample_noise = None if noise is None else core.SampleNoise(noise.x_start, noise.gumbel)
         if noise is not None and noise.x_start.shape[0] != sample_obs.shape[0]:
             raise ValueError(f"rfm.update: `noise.x_start` needs {sample_obs.shape[0]} rows (the states sampled "
                              f"with proposal={proposal!r}), got {noise.x_start.shape[0]}.")
+        sample_noise = None if noise is None else core.SampleNoise(noise.x_start, noise.gumbel)
         latents = jax.lax.stop_gradient(core.map_states(fn, key_sample, sample_obs, chunk, sample_noise))
         u_next = latents[-batch_size:]
         if proposal == "on_policy":
