@@ -18,7 +18,7 @@ makes it: add the last transitions, sample a batch, one update, and the next tra
 every seed (blocking on the actions).  ms per env step is the wall time of the timed calls over
 their number (a throughput, slow outliers included, as the authors' benchmark measures it);
 ``ms_per_env_step_median`` is the median call.  Compile time is separate.  ``--shard`` splits the S runs
-over every device (``rfm_jax.distributed``, as ``run.py`` does; S must be a multiple of the
+over every device (``rfm_jax.infra.distributed``, as ``run.py`` does; S must be a multiple of the
 device count) and reports env steps/s per run and in total.  ``--breakdown`` (default on)
 times ablations of the same step at S = 1:
   sampling   = full - the step with 1 train particle and 1 ODE step
@@ -35,7 +35,7 @@ import json
 import os
 import time
 
-from rfm_jax.runtime import configure_xla_cpu
+from rfm_jax.infra.runtime import configure_xla_cpu
 
 configure_xla_cpu()  # before jax starts its backend; RFM_JAX_XLA_DEFAULTS=0 times XLA's defaults
 
@@ -45,10 +45,10 @@ from configs import rfm as rfm_configs  # noqa: E402
 
 from rfm_jax import envs  # noqa: E402
 from rfm_jax.agents import make_agent  # noqa: E402
-from rfm_jax.cost import update_macs  # noqa: E402
-from rfm_jax.distributed import Layout  # noqa: E402
-from rfm_jax.sweeps import expand, hyper_per_run, run_keys  # noqa: E402
-from rfm_jax.train import compile_seeds, empty_transitions, make_step_fns  # noqa: E402
+from rfm_jax.infra.distributed import Layout  # noqa: E402
+from rfm_jax.infra.macs import update_macs  # noqa: E402
+from rfm_jax.training.program import compile_seeds, empty_transitions, make_step_fns  # noqa: E402
+from rfm_jax.training.sweeps import expand, hyper_per_run, run_keys  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 NUMERICS = {

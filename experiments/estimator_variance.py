@@ -2,7 +2,7 @@
 
 What is measured
 ----------------
-``rfm_jax.estimators.posterior_mean`` estimates the noise posterior mean mu0(x_t) = E[X0 | X_t = x_t]
+``rfm_jax.method.estimators.posterior_mean`` estimates the noise posterior mean mu0(x_t) = E[X0 | X_t = x_t]
 by self-normalised importance sampling (SNIS) with N particles x0 ~ N(0, I), optionally corrected by
 a Langevin-Stein control variate (docs/method.md sections 3-4). The modes compared:
 
@@ -36,7 +36,7 @@ Targets and ground truth (p1 is given by an unnormalised log-density of one poin
    Riemann sum on a uniform 801 x 801 grid over [-7, 7]^2. It is checked against a 1201 x 1201 grid
    and against the mixture's closed-form posterior mean; both maximum deviations are saved.
 3. ``mlp``: the tanh-squashed Boltzmann target of a random critic, log p1(u) = Q(tanh u) / lambda +
-   sum_j log(1 - tanh(u_j)^2) (``rfm_jax.estimators.tanh_boltzmann_log_prob``), Q a fixed random
+   sum_j log(1 - tanh(u_j)^2) (``rfm_jax.method.estimators.tanh_boltzmann_log_prob``), Q a fixed random
    6 -> 64 -> 64 -> 1 tanh MLP on A = 6 actions, lambda = ``--temperature`` (default 0.05, about
    std(Q)/5 under uniform actions: the Boltzmann policy keeps a few percent of the ESS of uniform
    actions, neither flat nor a delta; the numbers are saved). x1 is drawn by SNIS resampling of a
@@ -75,7 +75,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rfm_jax import estimators, schedules
+from rfm_jax.method import estimators, schedules
 
 Array = jax.Array
 

@@ -38,7 +38,7 @@ import time
 
 import numpy as np
 
-from rfm_jax.metrics import read_jsonl
+from rfm_jax.infra.metrics import read_jsonl
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RUN = os.path.join(HERE, "run.py")

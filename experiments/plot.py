@@ -35,7 +35,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from rfm_jax import metrics as metrics_lib  # noqa: E402
+from rfm_jax.infra import metrics as metrics_lib  # noqa: E402
 
 REPS = 2000  # bootstrap resamples
 MIN_SEEDS_FOR_CI = 5  # fewer seeds: show the range and say so
@@ -43,7 +43,7 @@ MIN_SEEDS_FOR_CI = 5  # fewer seeds: show the range and say so
 
 def read_jsonl(path: str) -> list[dict]:
     """Rows of a metrics file, one per step (the last row of a repeated step), in step order; a line
-    that does not parse (a run writing it right now) is skipped (``rfm_jax.metrics.read_jsonl``)."""
+    that does not parse (a run writing it right now) is skipped (``rfm_jax.infra.metrics.read_jsonl``)."""
     rows = {row["step"]: row for row in metrics_lib.read_jsonl(path)}
     return [rows[s] for s in sorted(rows)]
 

@@ -16,7 +16,7 @@ session), metrics/{train,eval}_<run>.jsonl and tb/<run>/ (TensorBoard; run names
 seed{s} or seed{s}_<field><value> in a sweep, with HParams) and checkpoints/ (orbax: params,
 optimiser states, replay buffers, PRNG keys, counters, env states).  Ctrl-C or SIGTERM saves a
 checkpoint and exits; --resume continues exactly where it stopped.  The runs are sharded over
-every device (``rfm_jax.distributed``); with several processes each one writes its own runs'
+every device (``rfm_jax.infra.distributed``); with several processes each one writes its own runs'
 metrics and checkpoint parts, and process 0 the run's files (config, provenance, summary).
 """
 
@@ -38,7 +38,7 @@ from ml_collections import config_flags
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # configs/, also when this file is loaded by path
 from configs.common import sweep_values  # noqa: E402
 
-from rfm_jax.runtime import configure_xla_cpu  # noqa: E402
+from rfm_jax.infra.runtime import configure_xla_cpu  # noqa: E402
 
 configure_xla_cpu()  # before jax starts its backend
 
@@ -81,7 +81,7 @@ def validate(config) -> list[str]:
     The agent's own fields are checked by its factory and ``check_hyper`` (``setup``)."""
     from rfm_jax.agents import REGISTRY
     from rfm_jax.envs import TASKS
-    from rfm_jax.loop import EVAL_MODES
+    from rfm_jax.training.loop import EVAL_MODES
 
     errors = []
     if config.get("algo") not in REGISTRY:
@@ -123,7 +123,7 @@ def agent_kwargs(config) -> dict:
 def setup(config):
     """(agent, per-run hyper, runs) of ``config``: the factory's and ``check_hyper``'s checks as
     one-line usage errors."""
-    from rfm_jax.loop import build
+    from rfm_jax.training.loop import build
 
     seeds = [config.seed + i for i in range(config.num_seeds)]
     try:
@@ -221,11 +221,11 @@ class Progress:
 
 def dry_run(config) -> None:
     """Build the agent of ``config``, print its networks' parameter counts (and the update's GMAC
-    where ``rfm_jax.cost`` counts that agent), and exit."""
+    where ``rfm_jax.infra.macs`` counts that agent), and exit."""
     import jax
 
     from rfm_jax import envs
-    from rfm_jax.cost import COSTS
+    from rfm_jax.infra.macs import COSTS
     from rfm_jax.networks import param_count
 
     agent, hyper, runs = setup(config)
@@ -251,9 +251,9 @@ PROVENANCE = "provenance.json"  # in the workdir: one entry per session (the fir
 
 
 def record_provenance(workdir: str, resume: bool) -> None:
-    """Append this session's ``rfm_jax.runtime.provenance()`` (versions, devices, git commit, command)
+    """Append this session's ``rfm_jax.infra.runtime.provenance()`` (versions, devices, git commit, command)
     with its start time to ``<workdir>/provenance.json``."""
-    from rfm_jax.runtime import provenance
+    from rfm_jax.infra.runtime import provenance
 
     path = os.path.join(workdir, PROVENANCE)
     sessions = []
@@ -268,8 +268,8 @@ def record_provenance(workdir: str, resume: bool) -> None:
 def main(argv):
     """``_main`` with user errors, a disk filling up and a signal during compilation reported in
     one line (``--debug`` re-raises them with their traceback)."""
-    from rfm_jax.checkpoints import DiskFullError, NoUsableCheckpoint, ProcessCountMismatch
-    from rfm_jax.guards import Interrupted, NonFiniteError, is_disk_full
+    from rfm_jax.infra.checkpoints import DiskFullError, NoUsableCheckpoint, ProcessCountMismatch
+    from rfm_jax.infra.guards import Interrupted, NonFiniteError, is_disk_full
 
     try:
         _main(argv)
@@ -321,7 +321,7 @@ def _main(argv):
             raise UserError(f"--workdir={workdir}: cannot write there ({error.strerror or error})") from None
         record_provenance(workdir, resume)
 
-    from rfm_jax.loop import train
+    from rfm_jax.training.loop import train
 
     seeds = [config.seed + i for i in range(config.num_seeds)]
     start = _latest_checkpoint(workdir) if resume else 0
@@ -354,7 +354,7 @@ def _write_atomically(path: str, text: str) -> None:
 
 def join_processes() -> None:
     """Join the other processes of a multi-process run (``--coordinator`` or ``--distributed``)."""
-    from rfm_jax import distributed
+    from rfm_jax.infra import distributed
 
     if not (FLAGS.coordinator or FLAGS.distributed):
         return
@@ -377,7 +377,7 @@ def run_devices(num_runs: int):
     count that they do not divide, before anything is compiled or written."""
     import jax
 
-    from rfm_jax import distributed
+    from rfm_jax.infra import distributed
 
     devices = None
     if FLAGS.num_devices is not None:

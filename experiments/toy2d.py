@@ -8,7 +8,7 @@ update of docs/method.md section 7 with the critic replaced by the exact energy:
      endpoint from softmax(-E) over K flow samples (the reference's Boltzmann resampling); the
      default K = 1 keeps plain on-policy samples, since here E is exact and the endpoints only
      decide where x_t lands;
-  2. loss: batch mean of ``rfm_jax.losses.rfm_velocity_loss``, which draws t ~ U[t_min, 1 - t_min],
+  2. loss: batch mean of ``rfm_jax.method.losses.rfm_velocity_loss``, which draws t ~ U[t_min, 1 - t_min],
      x_t = t x1 + (1 - t) x0 and regresses v_theta(x_t, t) onto mu1 - mu0 from the SNIS posterior
      means with N particles and the chosen control variate.
 
@@ -58,7 +58,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from rfm_jax import losses, schedules
+from rfm_jax.method import losses, schedules
 
 Array = jax.Array
 

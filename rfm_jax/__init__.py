@@ -1,7 +1,21 @@
-"""rfm_jax: Reverse Flow Matching for online RL with flow and diffusion policies, in JAX."""
+"""rfm_jax: Reverse Flow Matching for online RL with flow and diffusion policies, in JAX.
 
-from rfm_jax import agents, cost, estimators, losses, min_critic, networks, replay, schedules, sweeps, train
-from rfm_jax.estimators import (
+Layers, each importing only the ones above it:
+
+    method     schedules, estimators, losses: the math of one example (``rfm_jax.losses`` etc. too)
+    networks   the policy and critic networks (Flax linen)
+    agents     one interface (init / act / update), a shared base and one file per agent
+    training   replay, the jitted step programs, the host loop, evaluation, sweeps, policies, run
+    infra      checkpoints, metrics, multi-device layout, guards, XLA set-up, cost model
+    envs       the DeepMind Control Suite on the host
+
+``rfm_jax._speed`` holds the CPU speed devices that the networks and agents use;
+``RFM_JAX_PLAIN=1`` turns each into the plain JAX operation (``rfm_jax._speed.plain()``).
+"""
+
+from rfm_jax import agents, networks
+from rfm_jax.method import estimators, losses, schedules
+from rfm_jax.method.estimators import (
     PosteriorEstimate,
     Source,
     boltzmann_log_prob,
@@ -9,26 +23,25 @@ from rfm_jax.estimators import (
     standard_normal,
     tanh_boltzmann_log_prob,
 )
-from rfm_jax.schedules import Schedule
+from rfm_jax.method.schedules import Schedule
+from rfm_jax.training import program, replay, sweeps
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "PosteriorEstimate",
-    "agents",
-    "cost",
-    "min_critic",
-    "networks",
-    "replay",
-    "train",
     "Schedule",
     "Source",
+    "agents",
     "boltzmann_log_prob",
     "estimators",
     "losses",
+    "networks",
     "posterior_mean",
+    "program",
+    "replay",
     "schedules",
-    "sweeps",
     "standard_normal",
+    "sweeps",
     "tanh_boltzmann_log_prob",
 ]

@@ -10,7 +10,7 @@ import tempfile
 
 import pytest
 
-from rfm_jax.runtime import configure_xla_cpu
+from rfm_jax.infra.runtime import configure_xla_cpu
 
 os.environ.setdefault("MUJOCO_GL", "disable")
 # One cache per process (xdist's workers inherit the controller's environment, and two workers

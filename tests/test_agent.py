@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from rfm_jax.agents import RFMHyper, make_rfm
-from rfm_jax.replay import Transition
+from rfm_jax.training.replay import Transition
 
 OBS, ACT, BATCH = 4, 2, 32
 TINY = dict(num_posterior_particles=8, num_train_particles=4, num_data_particles=3, num_eval_particles=5,

@@ -7,9 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rfm_jax import sweeps
-from rfm_jax.agents import REGISTRY, core, make_agent
-from rfm_jax.replay import Transition
+from rfm_jax.agents import REGISTRY, base, make_agent
+from rfm_jax.training import sweeps
+from rfm_jax.training.replay import Transition
 
 OBS, ACT, BATCH = 4, 2, 32
 TINY = {
@@ -140,7 +140,7 @@ def test_qne_is_rfm_with_a_diffusion_policy_and_eta_zero():
     kwargs = dict(obs_dim=OBS, action_dim=ACT, **TINY["qne"])
     qne = make_agent("qne", **kwargs)
     rfm = make_agent("rfm", policy="diffusion", diffusion_schedule="cosine", control_variate="none",
-                     x1_bound=core.U_MAX, **kwargs)
+                     x1_bound=base.U_MAX, **kwargs)
     batch = _batch(jax.random.PRNGKey(1))
     states = [agent.init(jax.random.PRNGKey(0), agent.hyper) for agent in (qne, rfm)]
     for step in range(3):
@@ -180,10 +180,10 @@ def test_dqs_is_rfm_with_a_ve_diffusion_policy_and_eta_one():
 def test_grad_clip_none_turns_clipping_off_and_bad_values_are_named():
     """grad_clip: a number > 0 clips, None / "none" / inf do not (the gradient passes unchanged)."""
     grads = {"w": jnp.full((3,), 100.0)}
-    clipped, _ = core.gradient_clip("f", 10.0).update(grads, None)
+    clipped, _ = base.gradient_clip("f", 10.0).update(grads, None)
     assert np.isclose(float(jnp.linalg.norm(clipped["w"])), 10.0, rtol=1e-6)
     for off in (None, "none", "None", float("inf"), "inf"):
-        same, _ = core.gradient_clip("f", off).update(grads, core.gradient_clip("f", off).init(grads))
+        same, _ = base.gradient_clip("f", off).update(grads, base.gradient_clip("f", off).init(grads))
         np.testing.assert_array_equal(same["w"], grads["w"])
     for bad in (0.0, -1.0, "abc", True, float("nan")):
         with pytest.raises(ValueError, match="^make_rfm: `grad_clip` must be a number > 0, or none"):

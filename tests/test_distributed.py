@@ -1,4 +1,4 @@
-"""Runs sharded over devices and processes (``rfm_jax.distributed``), on CPU:
+"""Runs sharded over devices and processes (``rfm_jax.infra.distributed``), on CPU:
 
 * 4 and 8 runs over 4 forced host devices train to the same per-run metrics as the unsharded
   program on one device (a subprocess: the device count is fixed when JAX starts; the 4 runs are
@@ -61,7 +61,7 @@ def _compare(workdir_a, workdir_b, name, what):
 SHARDED = textwrap.dedent("""
     import json, os, sys
     import jax
-    from rfm_jax.loop import train
+    from rfm_jax.training.loop import train
     sys.path.insert(0, os.path.join({root!r}, "experiments"))
     from configs import rfm
     c = rfm.get_config("smoke")
@@ -75,7 +75,7 @@ SHARDED = textwrap.dedent("""
         out[name] = {{"devices": len(jax.devices() if devices is None else devices),
                       "runs": trained.summary["runs"],
                       "shards": len(jax.tree.leaves(trained.state)[0].sharding.device_set)}}
-    from rfm_jax.distributed import Layout
+    from rfm_jax.infra.distributed import Layout
     try:
         Layout.make(6)
     except ValueError as error:

@@ -1,4 +1,4 @@
-"""draws.normal: the 16-wide standard normal draw, exact on every path, and kept out of its
+"""normal_rows.normal: the 16-wide standard normal draw, exact on every path, and kept out of its
 consumers' loops by XLA CPU (the reason it exists)."""
 
 import math
@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rfm_jax import draws
+from rfm_jax._speed import normal_rows
 
 SHAPES = [(16, 6), (100, 6), (4, 6), (1, 6), (6,), (), (3, 5, 7), (0, 6)]
 
@@ -22,20 +22,20 @@ def _reference(key, shape):
 @pytest.mark.parametrize("shape", SHAPES)
 def test_normal_is_the_16_wide_draw(shape):
     key = jax.random.PRNGKey(3)
-    np.testing.assert_array_equal(draws.normal(key, shape), _reference(key, shape))
-    np.testing.assert_array_equal(jax.jit(draws.normal, static_argnums=1)(key, shape), _reference(key, shape))
+    np.testing.assert_array_equal(normal_rows.normal(key, shape), _reference(key, shape))
+    np.testing.assert_array_equal(jax.jit(normal_rows.normal, static_argnums=1)(key, shape), _reference(key, shape))
 
 
 def test_normal_under_vmap_and_dtype():
     keys = jax.random.split(jax.random.PRNGKey(0), 5)
-    batched = jax.jit(jax.vmap(lambda k: draws.normal(k, (16, 6))))(keys)
+    batched = jax.jit(jax.vmap(lambda k: normal_rows.normal(k, (16, 6))))(keys)
     assert batched.shape == (5, 16, 6) and batched.dtype == jnp.float32
     for i, key in enumerate(keys):
         np.testing.assert_array_equal(batched[i], _reference(key, (16, 6)))
-    assert draws.normal(keys[0], (4, 6), jnp.float16).dtype == jnp.float16
+    assert normal_rows.normal(keys[0], (4, 6), jnp.float16).dtype == jnp.float16
     # different keys, different draws; a standard normal over many entries
     assert not np.array_equal(batched[0], batched[1])
-    big = np.asarray(draws.normal(jax.random.PRNGKey(1), (4096, 6)), np.float64)
+    big = np.asarray(normal_rows.normal(jax.random.PRNGKey(1), (4096, 6)), np.float64)
     assert abs(big.mean()) < 6 / math.sqrt(big.size) and abs(big.var() - 1) < 6 * math.sqrt(2 / big.size)
 
 
@@ -46,7 +46,7 @@ def test_materialize_is_exact():
     x = (rng.standard_normal((64, 16)) * 10.0 ** rng.integers(-37, 38, (64, 16))).astype(np.float32)
     x[np.abs(x) < np.finfo(np.float32).tiny] = 0.0
     x[0, :4] = [0.0, -3e38, np.finfo(np.float32).tiny, -np.finfo(np.float32).tiny]
-    out = np.asarray(jax.jit(draws.materialize)(jnp.asarray(x)))
+    out = np.asarray(jax.jit(normal_rows.materialize)(jnp.asarray(x)))
     np.testing.assert_array_equal(out.view(np.int32)[np.abs(x) > 0], x.view(np.int32)[np.abs(x) > 0])
     np.testing.assert_array_equal(out, x)
 
@@ -55,7 +55,7 @@ def test_materialize_is_exact():
 def test_cpu_program_computes_the_draw_in_its_own_loop():
     """The identity dot survives XLA's simplifier: the draw reaches its consumer as a dot result."""
     def consumer(key, u):
-        x = u[None, :] - 0.5 * draws.normal(key, (16, 6))
+        x = u[None, :] - 0.5 * normal_rows.normal(key, (16, 6))
         return jax.nn.softplus(-2.0 * x)
 
     keys = jax.random.split(jax.random.PRNGKey(0), 8)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from gaussian import gaussian_log_prob, posterior, random_cov
 
-from rfm_jax import draws, schedules
-from rfm_jax.estimators import (
+from rfm_jax.method import schedules
+from rfm_jax.method.estimators import (
     Source,
     log_one_minus_tanh_sq,
     noise_score,
@@ -92,7 +92,7 @@ def test_optimal_is_exact_on_diagonal_gaussian(kind, t):
 
 def test_fixed_eta_matches_explicit_formulas():
     """eta = 0: sum_i w_i x0^i.  eta = 1: -(beta / (alpha lam)) sum_i w_i grad Q(x1^i).
-    Particles are source.sample(key, (N, A)) = draws.normal(key, (N, A))."""
+    Particles are source.sample(key, (N, A)) = jax.random.normal(key, (N, A))."""
     schedule, t, temperature, n = schedules.cosine(), jnp.float32(0.35), 0.3, 64
     w_q = jnp.array([[1.0, -0.5, 0.2], [0.3, 0.8, -0.1], [0.0, 0.4, 1.2]])
     q_fn = lambda a: -jnp.sum(jnp.tanh(jnp.dot(w_q, a, precision="highest")) ** 2) + jnp.sin(a[0])  # noqa: E731
@@ -100,7 +100,7 @@ def test_fixed_eta_matches_explicit_formulas():
     x_t, key = jnp.array([0.3, -0.7, 1.1]), jax.random.PRNGKey(7)
     alpha, beta = schedule.alpha(t), schedule.beta(t)
 
-    x0 = np.asarray(draws.normal(key, (n, DIM)), np.float64)
+    x0 = np.asarray(jax.random.normal(key, (n, DIM)), np.float64)
     x1 = (np.asarray(x_t) - float(beta) * x0) / float(alpha)
     log_p1 = np.array([float(log_prob_fn(jnp.asarray(x, jnp.float32))) for x in x1])
     w = np.exp(log_p1 - log_p1.max())
@@ -205,7 +205,7 @@ def _reference_optimal_coef(key, log_prob_fn, x_t, t, schedule, n, ridge, space,
     C = -sum_i w_i^2 (f_i - f_bar)(g_i - g_bar) / (sum_i w_i^2 (g_i - g_bar)^2 + ridge), with
     (f, g) = (x0, s0) in noise space and (x1, s1 = -(alpha/beta) s0) in data space."""
     alpha, beta = float(schedule.alpha(t)), float(schedule.beta(t))
-    x0 = np.asarray(draws.normal(key, (n, x_t.shape[0])), np.float64)
+    x0 = np.asarray(jax.random.normal(key, (n, x_t.shape[0])), np.float64)
     log_p1, s0 = jax.vmap(lambda x: noise_score(log_prob_fn, x, x_t, jnp.float32(t), schedule=schedule))(
         jnp.asarray(x0, jnp.float32)
     )

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rfm_jax.checkpoints import PARTIAL, Checkpointer, DiskFullError
+from rfm_jax.infra.checkpoints import PARTIAL, Checkpointer, DiskFullError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN = os.path.join(ROOT, "experiments", "run.py")
@@ -92,7 +92,7 @@ def test_a_full_disk_names_the_intact_checkpoint_and_the_partial_one_goes_at_the
 def test_the_non_finite_guard_names_the_first_bad_run_and_metric_among_many():
     """With 6 vmapped runs and one bad entry, the guard names that run and metric (the loop then
     stops every run: docs/guide.md, Non-finite guard); the state check flags only the run that holds it."""
-    from rfm_jax.guards import first_non_finite, runs_finite
+    from rfm_jax.infra.guards import first_non_finite, runs_finite
 
     metrics = {"critic_loss": np.ones(6), "q_mean": np.array([0.0, 1.0, 2.0, np.inf, 4.0, 5.0])}
     assert first_non_finite(metrics) == ("q_mean", 3, float("inf"))

@@ -17,11 +17,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rfm_jax import losses, min_critic, replay, schedules
-from rfm_jax.agents import core, make_agent
+from rfm_jax._speed import min_critic
+from rfm_jax.agents import base, make_agent
 from rfm_jax.agents.rfm import UpdateNoise
-from rfm_jax.estimators import posterior_mean, tanh_boltzmann_log_prob
-from rfm_jax.networks import CriticEnsemble, VelocityNet
+from rfm_jax.method import losses, schedules
+from rfm_jax.method.estimators import posterior_mean, tanh_boltzmann_log_prob
+from rfm_jax.networks import CriticEnsemble, PolicyNet
+from rfm_jax.training import replay
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "official_update_small.npz")
 F = dict(np.load(FIXTURE))
@@ -76,7 +78,7 @@ def batch() -> replay.Transition:
     return replay.Transition(*(jnp.asarray(F[f"batch/{n}"]) for n in names))
 
 
-ACTOR_NET = VelocityNet(S["obs"], S["act"], S["width"], 2, S["embed"])
+ACTOR_NET = PolicyNet(S["obs"], S["act"], S["width"], 2, S["embed"])
 CRITICS = CriticEnsemble(2, tuple(S["critic_hidden"]))
 TEMPERATURE = jnp.float32(F["temperature"])
 
@@ -101,10 +103,10 @@ def test_sampler_candidates_and_selection_match(which):
     def one(obs_i, x_start, gumbel, greedy):
         cond = ACTOR_NET.apply(params, obs_i, TEMPERATURE, method=ACTOR_NET.condition)
         model_fn = lambda x, t: ACTOR_NET.apply(params, cond, x, t, method=ACTOR_NET.from_condition)  # noqa: E731
-        latents = core.integrate(model_fn, x_start, **ode)
-        chosen = core.sample_select(None, model_fn, lambda a: q_min(critic, obs_i, a),
+        latents = base.integrate(model_fn, x_start, **ode)
+        chosen = base.sample_select(None, model_fn, lambda a: q_min(critic, obs_i, a),
                                     num_particles=S["policy_particles"], action_dim=S["act"],
-                                    temperature=TEMPERATURE, greedy=greedy, noise=core.SampleNoise(x_start, gumbel),
+                                    temperature=TEMPERATURE, greedy=greedy, noise=base.SampleNoise(x_start, gumbel),
                                     **ode)
         return latents, q_min(critic, obs_i, jnp.tanh(latents)), chosen
 
@@ -127,7 +129,7 @@ def test_critic_step_matches():
     target_q_t = CRITICS.apply(target, b.next_obs, jnp.tanh(u_next))
     y = b.reward + SET["gamma"] * b.discount * jnp.min(target_q_t, axis=-1)
     assert_close(y, F["critic/target"], "TD target")
-    critics = core.make_critics(num_critics=2, hidden=tuple(S["critic_hidden"]), lr=SET["critic_lr"],
+    critics = base.make_critics(num_critics=2, hidden=tuple(S["critic_hidden"]), lr=SET["critic_lr"],
                                 grad_clip=SET["grad_clip"])
     new, opt_state, metrics = jax.jit(critics.step)(params, state.critic_opt_state, b, target_q_t, SET["gamma"])
     assert_tree_close(new, "new/critic", CRITIC, "critic params")
@@ -239,7 +241,7 @@ def test_golden_updates_match_without_the_xla_defaults():
     import subprocess
     import sys
 
-    from rfm_jax.runtime import environment_without_defaults
+    from rfm_jax.infra.runtime import environment_without_defaults
 
     env = {**environment_without_defaults(), "RFM_JAX_GOLDEN_CHILD": "1"}
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:xdist", "-p", "no:cacheprovider",

@@ -6,9 +6,9 @@ import pytest
 
 from rfm_jax import envs
 from rfm_jax.agents import RFMHyper, make_rfm
-from rfm_jax.loop import evaluate
-from rfm_jax.sweeps import expand, hyper_per_run, run_keys
-from rfm_jax.train import compile_seeds, make_step_fns
+from rfm_jax.training.loop import evaluate
+from rfm_jax.training.program import compile_seeds, make_step_fns
+from rfm_jax.training.sweeps import expand, hyper_per_run, run_keys
 
 TASK = "cartpole-swingup"
 

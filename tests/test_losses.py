@@ -8,8 +8,8 @@ import optax
 import pytest
 from gaussian import gaussian_log_prob, posterior
 
-from rfm_jax import draws, losses, schedules
-from rfm_jax.estimators import posterior_mean
+from rfm_jax.method import losses, schedules
+from rfm_jax.method.estimators import posterior_mean
 
 MEAN = jnp.array([0.8, -0.4])
 COV = jnp.diag(jnp.array([0.3, 0.6]))
@@ -50,7 +50,7 @@ def test_rfm_noise_and_qne_dqs_targets():
     eta1 = posterior_mean(key_est, LOG_PROB, dqs.x_t, dqs.t, schedule=ve, num_particles=32, control_variate=1.0)
     np.testing.assert_allclose(dqs.target, -eta1.noise_mean / ve.beta(dqs.t), rtol=1e-5)
     # With alpha = 1 the DQS target is the weighted mean gradient sum_i w_i grad log p1(x1^i).
-    x0 = draws.normal(key_est, (32, 2))
+    x0 = jax.random.normal(key_est, (32, 2))
     x1s = dqs.x_t - ve.beta(dqs.t) * x0
     grads = jax.vmap(jax.grad(LOG_PROB))(x1s)
     np.testing.assert_allclose(dqs.target, jnp.exp(eta1.log_weights) @ grads, rtol=1e-4, atol=1e-5)

@@ -1,4 +1,4 @@
-"""rfm_jax.min_critic: min_k Q_k and its action gradient through the argmin critic, against autodiff
+"""rfm_jax._speed.min_critic: min_k Q_k and its action gradient through the argmin critic, against autodiff
 of jnp.min over the CriticEnsemble, under jit, nested vmaps, lax.map chunks and vmapped seeds."""
 
 import jax
@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rfm_jax import min_critic
+from rfm_jax._speed import min_critic
 from rfm_jax.networks import CriticEnsemble
 
 OBS_DIM, ACTION_DIM, STATES, PARTICLES = 5, 3, 7, 11
@@ -110,7 +110,7 @@ def test_rfm_update_equals_the_update_with_autodiff_of_the_min(monkeypatch):
     """Three RFM updates (jit, vmap over 2 seeds) with ``min_critic.q_min`` and with plain autodiff
     of jnp.min over the ensemble: the same actor parameters to float32 rounding."""
     from rfm_jax.agents import make_agent
-    from rfm_jax.replay import Transition
+    from rfm_jax.training.replay import Transition
 
     obs_dim, action_dim, batch_size = 4, 2, 32
     agent = make_agent("rfm", obs_dim=obs_dim, action_dim=action_dim, num_posterior_particles=8,

@@ -7,13 +7,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rfm_jax.networks import CriticEnsemble, VelocityNet, param_count, sin_cos, sinusoidal_embedding
+from rfm_jax._speed.trig import sin_cos
+from rfm_jax.networks import CriticEnsemble, PolicyNet, param_count, sinusoidal_embedding
 
 OBS, ACT = 17, 6  # cheetah-run
 
 
 def _actor(block="reference", width=256):
-    net = VelocityNet(OBS, ACT, width=width, block=block)
+    net = PolicyNet(OBS, ACT, width=width, block=block)
     params = net.init(jax.random.PRNGKey(0), jnp.zeros(OBS), jnp.zeros(ACT), jnp.zeros(()), jnp.ones(()))
     return net, params
 
@@ -134,7 +135,7 @@ def test_critic_split_first_layer_equals_the_concatenation():
 
 
 def test_thin_matmul_equals_the_dot_with_the_dot_derivatives():
-    from rfm_jax.products import thin_matmul
+    from rfm_jax._speed.matmuls import thin_matmul
 
     x = jax.random.normal(jax.random.PRNGKey(0), (5, 7, ACT))
     w = jax.random.normal(jax.random.PRNGKey(1), (ACT, 32))
@@ -153,7 +154,7 @@ def test_kernel_matmul_is_the_dot_with_its_weight_gradient_in_kernel_order(thin)
     """Value and both gradients equal the plain dot's (leading axes, jit, a vmap over seeds that
     batches x and w).  With one seed, XLA drops the seed axis and compiles autodiff's weight
     gradient of a plain dot as an [N, K] product; ``kernel_matmul``'s is one [K, N] product."""
-    from rfm_jax.products import kernel_matmul
+    from rfm_jax._speed.matmuls import kernel_matmul
 
     k_in, n_out = (ACT, 32) if thin else (OBS, 32)
     loss = lambda f: lambda x, w: jnp.sum(jnp.sin(f(x, w)))  # noqa: E731
@@ -179,8 +180,8 @@ def test_padded_dense_is_nn_dense_to_float32_rounding(features):
     of 8 columns (one column stays a matrix-vector product)."""
     import flax.linen as nn
 
-    from rfm_jax.networks import ortho
-    from rfm_jax.products import PaddedDense
+    from rfm_jax._speed.matmuls import PaddedDense
+    from rfm_jax.networks.init import ortho
 
     x = jax.random.normal(jax.random.PRNGKey(1), (3, 64, 256))
     dense, padded = nn.Dense(features, kernel_init=ortho), PaddedDense(features, kernel_init=ortho)
@@ -204,7 +205,7 @@ def test_padded_dense_is_nn_dense_to_float32_rounding(features):
 
 
 def test_the_reference_actor_head_is_padded_dense():
-    from rfm_jax.products import PaddedDense
+    from rfm_jax._speed.matmuls import PaddedDense
 
     net, params = _actor()
     assert params["params"]["head"]["kernel"].shape == (256, ACT)
@@ -228,7 +229,7 @@ def test_orthogonal_init_equals_flax_qr_init_for_the_same_key(shape):
 def test_update_macs_match_method_and_qne_skips_the_input_gradient():
     """docs/method.md 7.2 at the reference settings: the authors' layout (43.4 G), the shared first layer
     (31.4 G) and rfm_jax's argmin-only input gradient (29.7 G); QNE's eta = 0 posterior is forward only."""
-    from rfm_jax.cost import COSTS
+    from rfm_jax.infra.macs import COSTS
 
     settings = dict(obs_dim=17, action_dim=6, batch_size=256, num_posterior_particles=100, num_train_particles=32,
                     num_data_particles=32, num_ode_steps=10, actor_width=256, actor_blocks=2)

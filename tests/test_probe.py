@@ -3,7 +3,7 @@ with a*(s) = 0.5 tanh(s_0) and discount 0, so Q = r.  Every registered agent, tr
 own training actions fill the buffer) on 5 seeds at once (one vmapped program), must move its
 greedy action to a*(s) at held-out states on every seed.
 
-It runs twice: with rfm_jax's XLA CPU defaults (``rfm_jax.runtime``, this process) and without
+It runs twice: with rfm_jax's XLA CPU defaults (``rfm_jax.infra.runtime``, this process) and without
 them (``RFM_JAX_XLA_DEFAULTS=0``, a subprocess, since XLA reads its flags once per process): a
 learning outcome must not hang on float32 rounding.  ``python tests/test_probe.py NAME`` prints
 one agent's per-seed errors as JSON (what the subprocess runs).
@@ -19,8 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rfm_jax import replay
 from rfm_jax.agents import REGISTRY, make_agent
+from rfm_jax.training import replay
 
 OBS, ACT, BATCH, STEPS, SEEDS = 2, 1, 64, 900, 5
 # (static arguments, hyper, tolerance on the mean |greedy action - a*| of each seed)
@@ -112,7 +112,7 @@ def test_greedy_action_converges_on_a_one_step_bandit(name):
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))
 def test_greedy_action_converges_without_the_xla_defaults(name):
-    from rfm_jax.runtime import environment_without_defaults
+    from rfm_jax.infra.runtime import environment_without_defaults
 
     env = environment_without_defaults()
     proc = subprocess.run([sys.executable, os.path.abspath(__file__), name], capture_output=True, text=True,
@@ -124,7 +124,7 @@ def test_greedy_action_converges_without_the_xla_defaults(name):
 
 
 if __name__ == "__main__":
-    from rfm_jax.runtime import configure_xla_cpu
+    from rfm_jax.infra.runtime import configure_xla_cpu
 
     configure_xla_cpu()  # a no-op under RFM_JAX_XLA_DEFAULTS=0 (no flags, no threefry lowering)
     after, before = probe_errors(sys.argv[1])

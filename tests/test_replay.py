@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rfm_jax import replay
+from rfm_jax.training import replay
 
 
 def _batch(values, obs_dim=2):
@@ -85,8 +85,8 @@ def test_add_and_sample_equals_add_then_sample(valid):
 def test_train_step_writes_the_buffer_in_place():
     """The compiled train step copies no replay-sized array (it did: a 250k-slot buffer cost 5 ms a step)."""
     from rfm_jax.agents import make_agent
-    from rfm_jax.sweeps import expand, hyper_per_run, run_keys
-    from rfm_jax.train import compile_seeds, empty_transitions, make_step_fns
+    from rfm_jax.training.program import compile_seeds, empty_transitions, make_step_fns
+    from rfm_jax.training.sweeps import expand, hyper_per_run, run_keys
 
     capacity = 4099  # a size no other array in the step has
     agent = make_agent("rfm", obs_dim=3, action_dim=2, num_posterior_particles=4, num_train_particles=2,

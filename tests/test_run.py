@@ -227,7 +227,7 @@ def test_dry_run_prints_the_reference_network_sizes_and_exits(tmp_path):
 
 
 def test_load_policy_acts_with_a_runs_checkpoint(full_run):
-    from rfm_jax.policy import load_policy
+    from rfm_jax.training.policy import load_policy
 
     policy = load_policy(full_run, run="seed1")
     assert policy.run == "seed1" and policy.step == 300
@@ -236,7 +236,7 @@ def test_load_policy_acts_with_a_runs_checkpoint(full_run):
     assert actions.shape == (3, 1) and np.all(np.abs(actions) <= 1)
     np.testing.assert_array_equal(np.asarray(policy(obs)), actions)  # the same key gives the same actions
     assert np.asarray(policy(obs[0])).shape == (1,)
-    from rfm_jax.policy import _act
+    from rfm_jax.training.policy import _act
 
     misses = _act.cache_info().misses
     for _ in range(3):  # a policy called every env step compiles once

@@ -1,8 +1,8 @@
-"""rfm_jax.runtime.configure_xla_cpu: the flags it adds, a user's own setting kept, the opt-out."""
+"""rfm_jax.infra.runtime.configure_xla_cpu: the flags it adds, a user's own setting kept, the opt-out."""
 
 import pytest
 
-from rfm_jax import runtime
+from rfm_jax.infra import runtime
 
 
 @pytest.mark.parametrize("avx512", [True, False])
@@ -55,7 +55,7 @@ def test_unrolled_threefry_gives_the_same_bits_without_a_loop_on_cpu():
 
 
 def test_environment_without_defaults_drops_only_our_flags():
-    from rfm_jax.runtime import environment_without_defaults
+    from rfm_jax.infra.runtime import environment_without_defaults
 
     env = environment_without_defaults({"XLA_FLAGS": "--xla_cpu_experimental_ynn_fusion_type= --xla_dump_to=/x "
                                         "--xla_cpu_prefer_vector_width=512", "HOME": "h"})

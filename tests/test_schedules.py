@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from gaussian import posterior
 
-from rfm_jax import schedules
+from rfm_jax.method import schedules
 
 ALL = {
     "linear": schedules.linear(),

@@ -5,8 +5,8 @@ import jax
 import numpy as np
 
 from rfm_jax.agents import RFMHyper, make_rfm
-from rfm_jax.sweeps import expand, hyper_per_run, run_keys
-from rfm_jax.train import StepFns, compile_seeds, empty_transitions, make_step_fns
+from rfm_jax.training.program import StepFns, compile_seeds, empty_transitions, make_step_fns
+from rfm_jax.training.sweeps import expand, hyper_per_run, run_keys
 
 OBS, ACT, ENVS = 3, 2, 2
 TINY = dict(num_posterior_particles=4, num_train_particles=3, num_data_particles=2, num_eval_particles=3,

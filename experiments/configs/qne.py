@@ -12,7 +12,7 @@ from configs import common
 from configs import rfm as rfm_configs
 from ml_collections import config_dict
 
-from rfm_jax.agents.core import U_MAX
+from rfm_jax.agents.base import U_MAX
 from rfm_jax.agents.qne import FIXED
 
 

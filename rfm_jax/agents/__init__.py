@@ -1,13 +1,13 @@
 """Agents: one file per agent, each a factory ``make_<name>(*, obs_dim, action_dim, **static) ->
-Agent`` (``core.Agent``: pure init / act / update and the default hyperparameters), and a
+Agent`` (``base.Agent``: pure init / act / update and the default hyperparameters), and a
 registry so that the training loop, the scripts and the configs name agents by string only.
 
     agent = make_agent("sac", obs_dim=5, action_dim=1, critic_hidden=(64, 64))
     state = agent.init(key, agent.hyper.replace(gamma=0.98))
 """
 
-from rfm_jax.agents import core, dqs, qne, qsm, qvpo, rfm, sac
-from rfm_jax.agents.core import Agent
+from rfm_jax.agents import base, dqs, qne, qsm, qvpo, rfm, sac
+from rfm_jax.agents.base import Agent
 from rfm_jax.agents.dqs import make_dqs
 from rfm_jax.agents.qne import make_qne
 from rfm_jax.agents.qsm import QSMHyper, make_qsm
@@ -25,6 +25,6 @@ def make_agent(name: str, **kwargs) -> Agent:
     return REGISTRY[name](**kwargs)
 
 
-__all__ = ["REGISTRY", "Agent", "QSMHyper", "QVPOHyper", "RFMHyper", "RFMState", "SACHyper", "SACState", "core",
+__all__ = ["REGISTRY", "Agent", "QSMHyper", "QVPOHyper", "RFMHyper", "RFMState", "SACHyper", "SACState", "base",
            "current_temperature", "dqs", "make_agent", "make_dqs", "make_qne", "make_qsm", "make_qvpo", "make_rfm",
            "make_sac", "qne", "qsm", "qvpo", "rfm", "sac"]

@@ -20,7 +20,7 @@ not clipped (the epsilon parameterisation keeps the targets O(1) at small sigma)
 
 from __future__ import annotations
 
-from rfm_jax.agents import core
+from rfm_jax.agents import base
 from rfm_jax.agents.rfm import RFMHyper, make_rfm
 from rfm_jax.agents.rfm import check_hyper as rfm_check_hyper
 
@@ -28,7 +28,7 @@ FIXED = ("policy", "control_variate", "coef_space", "diffusion_schedule")  # wha
 HYPER = RFMHyper(temperature=0.05, eta=1.0)  # DQS's defaults; eta = 1 is the gradient expectation
 
 
-def make_dqs(*, num_ode_steps: int = 20, num_posterior_particles: int = 1000, **kwargs) -> core.Agent:
+def make_dqs(*, num_ode_steps: int = 20, num_posterior_particles: int = 1000, **kwargs) -> base.Agent:
     """DQS's pure functions; keyword arguments as ``make_rfm`` except the ones DQS fixes (``FIXED``)."""
     for arg in FIXED:
         if arg in kwargs:
@@ -43,7 +43,7 @@ def make_dqs(*, num_ode_steps: int = 20, num_posterior_particles: int = 1000, **
 
 def check_hyper(hyper: RFMHyper) -> None:
     """RFM's checks named after DQS, and eta = 1 (sweep eta with ``make_rfm``'s fixed mode instead)."""
-    core.check_leaf("dqs", "eta", hyper.eta, lambda v: v == 1.0, "1 (DQS's gradient expectation)")
+    base.check_leaf("dqs", "eta", hyper.eta, lambda v: v == 1.0, "1 (DQS's gradient expectation)")
     try:
         rfm_check_hyper(hyper)
     except ValueError as error:

@@ -17,14 +17,14 @@ backup (the paper adds an entropy term estimated by sampling).
 
 from __future__ import annotations
 
-from rfm_jax.agents import core
+from rfm_jax.agents import base
 from rfm_jax.agents.rfm import RFMHyper, make_rfm
 
 FIXED = ("policy", "control_variate", "coef_space")  # what makes RFM into QNE
 
 
-def make_qne(*, num_ode_steps: int = 20, diffusion_schedule: str = "cosine", x1_bound: float | None = core.U_MAX,
-             **kwargs) -> core.Agent:
+def make_qne(*, num_ode_steps: int = 20, diffusion_schedule: str = "cosine", x1_bound: float | None = base.U_MAX,
+             **kwargs) -> base.Agent:
     """QNE's pure functions; keyword arguments as ``make_rfm`` except the ones QNE fixes (``FIXED``)."""
     for arg in FIXED:
         if arg in kwargs:

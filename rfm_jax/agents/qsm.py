@@ -31,11 +31,13 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from rfm_jax import draws, losses, replay, schedules
-from rfm_jax.agents import core
+from rfm_jax._speed import normal_rows
+from rfm_jax.agents import base
 from rfm_jax.agents.rfm import RFMState, init_state
-from rfm_jax.checks import check_positive_int, check_rank
-from rfm_jax.networks import VelocityNet
+from rfm_jax.method import losses, schedules
+from rfm_jax.method.validation import check_positive_int, check_rank
+from rfm_jax.networks import PolicyNet
+from rfm_jax.training import replay
 
 Array = jax.Array
 
@@ -52,9 +54,9 @@ class QSMHyper:
 
 def check_hyper(hyper: QSMHyper) -> None:
     """A one-line ValueError naming the first out-of-range field."""
-    core.check_leaf("qsm", "score_scale", hyper.score_scale, lambda v: v > 0, "> 0")
-    core.check_leaf("qsm", "exploration_noise", hyper.exploration_noise, lambda v: v >= 0, ">= 0")
-    core.check_common_hyper("qsm", hyper)
+    base.check_leaf("qsm", "score_scale", hyper.score_scale, lambda v: v > 0, "> 0")
+    base.check_leaf("qsm", "exploration_noise", hyper.exploration_noise, lambda v: v >= 0, ">= 0")
+    base.check_common_hyper("qsm", hyper)
 
 
 def make_qsm(
@@ -73,21 +75,21 @@ def make_qsm(
     actor_lr: float = 3e-4,
     critic_lr: float = 1e-3,
     grad_clip: float | str | None = 10.0,
-) -> core.Agent:
+) -> base.Agent:
     """Build QSM's pure functions; every argument is static and means what it means for ``make_rfm``."""
     name = "make_qsm"
     for arg, value in (("obs_dim", obs_dim), ("action_dim", action_dim), ("num_eval_particles", num_eval_particles),
                        ("num_ode_steps", num_ode_steps), ("actor_width", actor_width), ("actor_blocks", actor_blocks)):
         check_positive_int(name, arg, value)
-    core.check_policy_net(name, actor_block=actor_block, actor_embed_dim=actor_embed_dim, t_min=t_min,
+    base.check_policy_net(name, actor_block=actor_block, actor_embed_dim=actor_embed_dim, t_min=t_min,
                           actor_lr=actor_lr)
 
-    critics = core.make_critics(num_critics=num_critics, hidden=critic_hidden, lr=critic_lr, grad_clip=grad_clip,
+    critics = base.make_critics(num_critics=num_critics, hidden=critic_hidden, lr=critic_lr, grad_clip=grad_clip,
                                 name=name)
     schedule = schedules.vp()
-    actor = VelocityNet(obs_dim, action_dim, actor_width, actor_blocks, actor_embed_dim, actor_block)
-    actor_opt = optax.chain(core.gradient_clip(name, grad_clip), optax.adam(actor_lr))
-    ode = dict(policy="diffusion", schedule=schedule, num_steps=num_ode_steps, t_min=t_min, x1_bound=core.U_MAX)
+    actor = PolicyNet(obs_dim, action_dim, actor_width, actor_blocks, actor_embed_dim, actor_block)
+    actor_opt = optax.chain(base.gradient_clip(name, grad_clip), optax.adam(actor_lr))
+    ode = dict(policy="diffusion", schedule=schedule, num_steps=num_ode_steps, t_min=t_min, x1_bound=base.U_MAX)
     one = jnp.ones(())  # the network's temperature input, unused by QSM
 
     def init(key: Array, hyper: QSMHyper) -> RFMState:
@@ -101,7 +103,7 @@ def make_qsm(
         """P latents [P, A] at one state obs [O] by clipped DDIM."""
         cond = actor.apply(actor_params, obs, one, method=actor.condition)
         model_fn = lambda x, t: actor.apply(actor_params, cond, x, t, method=actor.from_condition)  # noqa: E731
-        return core.integrate(model_fn, draws.normal(key, (num_particles, action_dim)), **ode)
+        return base.integrate(model_fn, normal_rows.normal(key, (num_particles, action_dim)), **ode)
 
     def act(state: RFMState, key: Array, obs: Array, greedy: bool = False) -> Array:
         check_rank("qsm.act", "obs", obs, 1, "[O]")
@@ -110,7 +112,7 @@ def make_qsm(
             u = sample(state.actor_params, key_sample, obs, num_eval_particles)
             return jnp.tanh(u[jnp.argmax(q_min(state.critic_params, obs, jnp.tanh(u)))])
         a = jnp.tanh(sample(state.actor_params, key_sample, obs, 1)[0])
-        noise = state.hyper.exploration_noise * draws.normal(key_noise, a.shape)
+        noise = state.hyper.exploration_noise * normal_rows.normal(key_noise, a.shape)
         return jnp.clip(a + noise, -1.0, 1.0)
 
     def actor_step(state, critic_params, key, batch):
@@ -121,7 +123,7 @@ def make_qsm(
             noise_fn = lambda x, t: actor.apply(actor_params, obs, x, t, one)  # noqa: E731
             q_fn = lambda u: q_min(critic_params, obs, jnp.tanh(u))  # noqa: E731
             return losses.qsm_loss(key_i, noise_fn, q_fn, u1_i, schedule=schedule, scale=state.hyper.score_scale,
-                                   t_min=t_min)
+                                   t_min=t_min, source=base.SOURCE)
 
         def batch_loss(actor_params):
             keys = jax.random.split(key, batch.obs.shape[0])
@@ -145,8 +147,8 @@ def make_qsm(
         actor_params, actor_opt_state, actor_metrics = actor_step(state, critic_params, key_actor, batch)
         new_state = state.replace(
             actor_params=actor_params, critic_params=critic_params,
-            target_critic_params=core.polyak(critic_params, state.target_critic_params, state.hyper.tau),
+            target_critic_params=base.polyak(critic_params, state.target_critic_params, state.hyper.tau),
             actor_opt_state=actor_opt_state, critic_opt_state=critic_opt_state, updates=state.updates + 1)
         return new_state, {**critic_metrics, **actor_metrics}
 
-    return core.Agent(name="qsm", init=init, act=act, update=update, hyper=QSMHyper(), check_hyper=check_hyper)
+    return base.Agent(name="qsm", init=init, act=act, update=update, hyper=QSMHyper(), check_hyper=check_hyper)

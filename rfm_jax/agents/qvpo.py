@@ -36,11 +36,13 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from rfm_jax import draws, replay, schedules
-from rfm_jax.agents import core
+from rfm_jax._speed import normal_rows
+from rfm_jax.agents import base
 from rfm_jax.agents.rfm import RFMState, init_state, resolve_sample_chunk
-from rfm_jax.checks import check_positive_int, check_rank
-from rfm_jax.networks import VelocityNet
+from rfm_jax.method import schedules
+from rfm_jax.method.validation import check_positive_int, check_rank
+from rfm_jax.networks import PolicyNet
+from rfm_jax.training import replay
 
 Array = jax.Array
 
@@ -57,9 +59,9 @@ class QVPOHyper:
 
 def check_hyper(hyper: QVPOHyper) -> None:
     """A one-line ValueError naming the first out-of-range field."""
-    core.check_leaf("qvpo", "temperature", hyper.temperature, lambda v: v > 0, "> 0")
-    core.check_leaf("qvpo", "entropy_weight", hyper.entropy_weight, lambda v: v >= 0, ">= 0")
-    core.check_common_hyper("qvpo", hyper)
+    base.check_leaf("qvpo", "temperature", hyper.temperature, lambda v: v > 0, "> 0")
+    base.check_leaf("qvpo", "entropy_weight", hyper.entropy_weight, lambda v: v >= 0, ">= 0")
+    base.check_common_hyper("qvpo", hyper)
 
 
 def q_weights(q: Array) -> Array:
@@ -87,7 +89,7 @@ def make_qvpo(
     critic_lr: float = 1e-3,
     grad_clip: float | str | None = 10.0,
     sample_chunk: int | str | None = "auto",
-) -> core.Agent:
+) -> base.Agent:
     """Build QVPO's pure functions; every argument is static.  The arguments mean what they mean for
     ``make_rfm``; ``num_train_particles`` is the number of weighted samples per state (QVPO: 64)."""
     name = "make_qvpo"
@@ -98,16 +100,16 @@ def make_qvpo(
     check_positive_int(name, "num_train_particles", num_train_particles, 2)  # a mean needs two samples
     if sample_chunk not in (None, "auto"):
         check_positive_int(name, "sample_chunk", sample_chunk)
-    core.check_policy_net(name, actor_block=actor_block, actor_embed_dim=actor_embed_dim, t_min=t_min,
+    base.check_policy_net(name, actor_block=actor_block, actor_embed_dim=actor_embed_dim, t_min=t_min,
                           actor_lr=actor_lr)
 
-    critics = core.make_critics(num_critics=num_critics, hidden=critic_hidden, lr=critic_lr, grad_clip=grad_clip,
+    critics = base.make_critics(num_critics=num_critics, hidden=critic_hidden, lr=critic_lr, grad_clip=grad_clip,
                                 name=name)
     schedule = schedules.cosine()
-    actor = VelocityNet(obs_dim, action_dim, actor_width, actor_blocks, actor_embed_dim, actor_block)
-    actor_opt = optax.chain(core.gradient_clip(name, grad_clip), optax.adam(actor_lr))
+    actor = PolicyNet(obs_dim, action_dim, actor_width, actor_blocks, actor_embed_dim, actor_block)
+    actor_opt = optax.chain(base.gradient_clip(name, grad_clip), optax.adam(actor_lr))
     chunk = resolve_sample_chunk(sample_chunk, num_train_particles)
-    ode = dict(policy="diffusion", schedule=schedule, num_steps=num_ode_steps, t_min=t_min, x1_bound=core.U_MAX)
+    ode = dict(policy="diffusion", schedule=schedule, num_steps=num_ode_steps, t_min=t_min, x1_bound=base.U_MAX)
 
     def init(key: Array, hyper: QVPOHyper) -> RFMState:
         return init_state(key, hyper, actor=actor, actor_opt=actor_opt, critics=critics, obs_dim=obs_dim,
@@ -117,7 +119,7 @@ def make_qvpo(
         """P latents u [P, A] at one state obs [O] by DDIM, and their q = min_k Q_k(s, tanh u) [P]."""
         cond = actor.apply(actor_params, obs, temperature, method=actor.condition)
         model_fn = lambda x, t: actor.apply(actor_params, cond, x, t, method=actor.from_condition)  # noqa: E731
-        u = core.integrate(model_fn, draws.normal(key, (num_particles, action_dim)), **ode)
+        u = base.integrate(model_fn, normal_rows.normal(key, (num_particles, action_dim)), **ode)
         return u, jnp.min(critics.apply(critic_params, obs, jnp.tanh(u)), axis=-1)
 
     def act(state: RFMState, key: Array, obs: Array, greedy: bool = False) -> Array:
@@ -125,13 +127,13 @@ def make_qvpo(
         key_sample, key_select = jax.random.split(key)
         particles = num_eval_particles if greedy else num_data_particles
         u, q = samples(state.actor_params, state.critic_params, key_sample, obs, state.hyper.temperature, particles)
-        return jnp.tanh(u[core.select(key_select, q, state.hyper.temperature, greedy)])
+        return jnp.tanh(u[base.select(key_select, q, state.hyper.temperature, greedy)])
 
     def denoising(actor_params, key, obs, u, temperature):
         """l(u) at one random t and noise per sample: obs [B, O], u [B, P, A] -> [B, P]."""
         key_t, key_noise = jax.random.split(key)
         t = jax.random.uniform(key_t, u.shape[:2], minval=t_min, maxval=1.0 - t_min)
-        eps = draws.normal(key_noise, u.shape)
+        eps = normal_rows.normal(key_noise, u.shape)
         u_t = schedule.alpha(t)[..., None] * u + schedule.beta(t)[..., None] * eps
         eps_hat = actor.apply(actor_params, obs[:, None], u_t, t, temperature)
         return jnp.mean((eps_hat - eps) ** 2, axis=-1)
@@ -142,8 +144,8 @@ def make_qvpo(
         hyper = state.hyper
         key_q, key_uniform, key_entropy = jax.random.split(key, 3)
         weights = weights / jnp.maximum(jnp.mean(weights), 1e-12)
-        u = jnp.clip(u, -core.U_MAX, core.U_MAX)  # a saturated sample (|a| > 0.999) is learnt as |a| = 0.999
-        a_uniform = jax.random.uniform(key_uniform, u.shape, minval=-0.999, maxval=0.999)  # |arctanh| <= core.U_MAX
+        u = jnp.clip(u, -base.U_MAX, base.U_MAX)  # a saturated sample (|a| > 0.999) is learnt as |a| = 0.999
+        a_uniform = jax.random.uniform(key_uniform, u.shape, minval=-0.999, maxval=0.999)  # |arctanh| <= base.U_MAX
 
         def loss_fn(actor_params):
             q_term = jnp.mean(weights * denoising(actor_params, key_q, obs, u, hyper.temperature))
@@ -164,9 +166,9 @@ def make_qvpo(
         temperature = state.hyper.temperature
         fn = lambda key_i, obs_i: samples(state.actor_params, state.critic_params, key_i, obs_i,  # noqa: E731
                                           temperature, num_train_particles)
-        u, q = jax.lax.stop_gradient(core.map_states(fn, key_sample, jnp.concatenate([batch.obs, batch.next_obs]),
+        u, q = jax.lax.stop_gradient(base.map_states(fn, key_sample, jnp.concatenate([batch.obs, batch.next_obs]),
                                                      chunk))
-        pick = jax.vmap(core.select, (0, 0, None, None))(jax.random.split(key_next, batch_size), q[batch_size:],
+        pick = jax.vmap(base.select, (0, 0, None, None))(jax.random.split(key_next, batch_size), q[batch_size:],
                                                          temperature, False)
         u_next = jnp.take_along_axis(u[batch_size:], pick[:, None, None], axis=1)[:, 0]
         target_q_t = critics.apply(state.target_critic_params, batch.next_obs, jnp.tanh(u_next))
@@ -176,8 +178,8 @@ def make_qvpo(
         actor_params, actor_opt_state, actor_metrics = actor_step(state, key_actor, batch.obs, u[:batch_size], weights)
         new_state = state.replace(
             actor_params=actor_params, critic_params=critic_params,
-            target_critic_params=core.polyak(critic_params, state.target_critic_params, state.hyper.tau),
+            target_critic_params=base.polyak(critic_params, state.target_critic_params, state.hyper.tau),
             actor_opt_state=actor_opt_state, critic_opt_state=critic_opt_state, updates=state.updates + 1)
         return new_state, {**critic_metrics, **actor_metrics, "temperature": temperature}
 
-    return core.Agent(name="qvpo", init=init, act=act, update=update, hyper=QVPOHyper(), check_hyper=check_hyper)
+    return base.Agent(name="qvpo", init=init, act=act, update=update, hyper=QVPOHyper(), check_hyper=check_hyper)

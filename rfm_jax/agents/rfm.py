@@ -20,7 +20,7 @@ n updates (log-linear from ``temperature`` to ``temperature_final`` over ``tempe
 
 Acting: P_data particles and Boltzmann resampling (training data), or argmax-Q over P_eval
 particles (``greedy=True``, evaluation).  The network's state-and-lambda input columns are applied
-once per state and its time columns once per ODE step (``VelocityNet.condition``).
+once per state and its time columns once per ODE step (``PolicyNet.condition``).
 """
 
 from __future__ import annotations
@@ -32,11 +32,13 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from rfm_jax import losses, min_critic, replay, schedules
-from rfm_jax.agents import core
-from rfm_jax.checks import check_positive_int, check_rank
-from rfm_jax.estimators import tanh_boltzmann_log_prob
-from rfm_jax.networks import VelocityNet
+from rfm_jax._speed import min_critic
+from rfm_jax.agents import base
+from rfm_jax.method import losses, schedules
+from rfm_jax.method.estimators import tanh_boltzmann_log_prob
+from rfm_jax.method.validation import check_positive_int, check_rank
+from rfm_jax.networks import PolicyNet
+from rfm_jax.training import replay
 
 Array = jax.Array
 POLICIES = ("flow", "diffusion")
@@ -87,14 +89,14 @@ def current_temperature(hyper: RFMHyper, updates: Array) -> Array:
 def check_hyper(hyper: RFMHyper) -> None:
     """A one-line ValueError naming the first out-of-range field (every value of a swept leaf)."""
     name = "rfm"
-    core.check_leaf(name, "temperature", hyper.temperature, lambda v: v > 0, "> 0")
+    base.check_leaf(name, "temperature", hyper.temperature, lambda v: v > 0, "> 0")
     if hyper.temperature_final is not None:
-        core.check_leaf(name, "temperature_final", hyper.temperature_final, lambda v: v > 0, "> 0 (or None: constant)")
-    core.check_leaf(name, "temperature_steps", hyper.temperature_steps, lambda v: v > 0, "> 0")
-    core.check_common_hyper(name, hyper)
-    core.check_leaf(name, "ridge", hyper.ridge, lambda v: v >= 0, ">= 0")
-    core.check_leaf(name, "clip", hyper.clip, lambda v: v > 0, "> 0 (inf: no clip)", allow_inf=True)
-    core.check_leaf(name, "eta", hyper.eta, lambda v: v == v, "a number")
+        base.check_leaf(name, "temperature_final", hyper.temperature_final, lambda v: v > 0, "> 0 (or None: constant)")
+    base.check_leaf(name, "temperature_steps", hyper.temperature_steps, lambda v: v > 0, "> 0")
+    base.check_common_hyper(name, hyper)
+    base.check_leaf(name, "ridge", hyper.ridge, lambda v: v >= 0, ">= 0")
+    base.check_leaf(name, "clip", hyper.clip, lambda v: v > 0, "> 0 (inf: no clip)", allow_inf=True)
+    base.check_leaf(name, "eta", hyper.eta, lambda v: v == v, "a number")
 
 
 @struct.dataclass
@@ -109,7 +111,7 @@ class RFMState:
 
 
 def init_state(key: Array, hyper, *, actor, actor_opt, critics, obs_dim: int, action_dim: int) -> RFMState:
-    """A fresh state of any agent with a ``VelocityNet`` policy (RFM, QNE, DQS, QVPO, QSM): actor
+    """A fresh state of any agent with a ``PolicyNet`` policy (RFM, QNE, DQS, QVPO, QSM): actor
     initialised at zero inputs and lambda = 1, critics and their targets equal, float32 hyper."""
     key_actor, key_critic = jax.random.split(key)
     actor_params = actor.init(key_actor, jnp.zeros((obs_dim,)), jnp.zeros((action_dim,)), jnp.zeros(()), jnp.ones(()))
@@ -168,7 +170,7 @@ def make_rfm(
     x1_bound: float | None = None,
     particle_batch: int | str | None = "auto",
     sample_chunk: int | str | None = "auto",
-) -> core.Agent:
+) -> base.Agent:
     """Build the agent's pure functions; every argument is static (shapes, counts, modes).
 
     policy: "flow" (linear path, velocity net, Euler) or "diffusion" (epsilon net, DDIM).
@@ -182,7 +184,7 @@ def make_rfm(
     actor_block: "reference" (h + GELU(Dense h)) or "prenorm" (h + Dense GELU Dense LayerNorm h).
     grad_clip: global-norm bound of each critic's and the actor's gradient; inf for none.
     x1_bound: diffusion policy only: the DDIM sampler clips its clean-latent prediction to
-      [-x1_bound, x1_bound] (``core.U_MAX`` = atanh(0.999) is the latent image of the reference
+      [-x1_bound, x1_bound] (``base.U_MAX`` = atanh(0.999) is the latent image of the reference
       codes' action clip to [-1, 1]); None for no clip.
     particle_batch: posterior particles per ``lax.map`` chunk, None for one vmap, "auto"
       (``resolve_particle_batch``: about 5k critic rows per chunk on CPU, one vmap on a GPU).
@@ -210,18 +212,18 @@ def make_rfm(
     if x1_bound is not None:
         if policy != "diffusion":
             raise ValueError(f"{name}: `x1_bound` applies to the diffusion policy only (policy={policy!r}).")
-        core.check_positive(name, x1_bound=x1_bound)
-    core.check_policy_net(name, actor_block=actor_block, actor_embed_dim=actor_embed_dim, t_min=t_min,
+        base.check_positive(name, x1_bound=x1_bound)
+    base.check_policy_net(name, actor_block=actor_block, actor_embed_dim=actor_embed_dim, t_min=t_min,
                           actor_lr=actor_lr)
 
-    critics = core.make_critics(num_critics=num_critics, hidden=critic_hidden, lr=critic_lr, grad_clip=grad_clip,
+    critics = base.make_critics(num_critics=num_critics, hidden=critic_hidden, lr=critic_lr, grad_clip=grad_clip,
                                 name=name)
     if policy == "flow":
         schedule = schedules.linear()
     else:
         schedule = {"cosine": schedules.cosine, "vp": schedules.vp, "ve": schedules.ve}[diffusion_schedule]()
-    actor = VelocityNet(obs_dim, action_dim, actor_width, actor_blocks, actor_embed_dim, actor_block)
-    actor_opt = optax.chain(core.gradient_clip(name, grad_clip), optax.adam(actor_lr))
+    actor = PolicyNet(obs_dim, action_dim, actor_width, actor_blocks, actor_embed_dim, actor_block)
+    actor_opt = optax.chain(base.gradient_clip(name, grad_clip), optax.adam(actor_lr))
     chunk = resolve_sample_chunk(sample_chunk, num_train_particles)
     ode = dict(policy=policy, schedule=schedule, num_steps=num_ode_steps, t_min=t_min, x1_bound=x1_bound)
 
@@ -236,10 +238,10 @@ def make_rfm(
 
     def sample_select(actor_params, critic_params, key, obs, temperature, num_particles, greedy, noise=None):
         """One latent u [A] at one state obs [O]: P particles through the ODE, then argmax-Q
-        (greedy) or a draw from softmax(Q / lambda) (``core.sample_select``; ``noise``: its draws)."""
+        (greedy) or a draw from softmax(Q / lambda) (``base.sample_select``; ``noise``: its draws)."""
         cond = actor.apply(actor_params, obs, temperature, method=actor.condition)
         model_fn = lambda x, t: actor.apply(actor_params, cond, x, t, method=actor.from_condition)  # noqa: E731
-        return core.sample_select(key, model_fn, lambda a: q_min(critic_params, obs, a), num_particles=num_particles,
+        return base.sample_select(key, model_fn, lambda a: q_min(critic_params, obs, a), num_particles=num_particles,
                                   action_dim=action_dim, temperature=temperature, greedy=greedy, noise=noise, **ode)
 
     def act(state: RFMState, key: Array, obs: Array, greedy: bool = False) -> Array:
@@ -261,7 +263,8 @@ def make_rfm(
             model_fn = lambda x, t: actor.apply(actor_params, obs, x, t, temperature)  # noqa: E731
             return loss_fn(key_i, model_fn, log_prob, u1_i, schedule=schedule, t_min=t_min,
                            num_particles=num_posterior_particles, control_variate=mode, ridge=hyper.ridge,
-                           clip=hyper.clip, coef_space=coef_space, particle_batch=posterior_chunk, noise=noise_i)
+                           clip=hyper.clip, coef_space=coef_space, particle_batch=posterior_chunk, noise=noise_i,
+                           source=base.SOURCE)
 
         def batch_loss(actor_params):
             keys = jax.random.split(key, batch.obs.shape[0])
@@ -294,8 +297,8 @@ def make_rfm(
         if noise is not None and noise.x_start.shape[0] != sample_obs.shape[0]:
             raise ValueError(f"rfm.update: `noise.x_start` needs {sample_obs.shape[0]} rows (the states sampled "
                              f"with proposal={proposal!r}), got {noise.x_start.shape[0]}.")
-        sample_noise = None if noise is None else core.SampleNoise(noise.x_start, noise.gumbel)
-        latents = jax.lax.stop_gradient(core.map_states(fn, key_sample, sample_obs, chunk, sample_noise))
+        sample_noise = None if noise is None else base.SampleNoise(noise.x_start, noise.gumbel)
+        latents = jax.lax.stop_gradient(base.map_states(fn, key_sample, sample_obs, chunk, sample_noise))
         u_next = latents[-batch_size:]
         if proposal == "on_policy":
             u1 = latents[:batch_size]
@@ -309,11 +312,11 @@ def make_rfm(
         new_state = state.replace(
             actor_params=actor_params,
             critic_params=critic_params,
-            target_critic_params=core.polyak(critic_params, state.target_critic_params, state.hyper.tau),
+            target_critic_params=base.polyak(critic_params, state.target_critic_params, state.hyper.tau),
             actor_opt_state=actor_opt_state,
             critic_opt_state=critic_opt_state,
             updates=state.updates + 1,
         )
         return new_state, {**critic_metrics, **actor_metrics, "temperature": temperature}
 
-    return core.Agent(name="rfm", init=init, act=act, update=update, hyper=RFMHyper(), check_hyper=check_hyper)
+    return base.Agent(name="rfm", init=init, act=act, update=update, hyper=RFMHyper(), check_hyper=check_hyper)

@@ -4,7 +4,7 @@ TD backup, and the entropy temperature alpha tuned towards a target entropy of -
 One update on a batch of B transitions:
 
 1. a' ~ pi(. | s'), y = r + gamma d (min_k Qbar_k(s', a') - alpha log pi(a' | s')); each critic has
-   its own loss, clip and Adam (``core.make_critics``).
+   its own loss, clip and Adam (``base.make_critics``).
 2. Actor, with the updated critics: mean_b alpha log pi(a_b | s_b) - min_k Q_k(s_b, a_b),
    a_b = tanh(mu + sigma eps) reparameterised.
 3. alpha = exp(log_alpha): loss mean_b -log_alpha (log pi(a_b | s_b) + target_entropy).
@@ -21,10 +21,11 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from rfm_jax import losses, replay
-from rfm_jax.agents import core
-from rfm_jax.checks import check_positive_int, check_rank
+from rfm_jax.agents import base
+from rfm_jax.method import losses
+from rfm_jax.method.validation import check_positive_int, check_rank
 from rfm_jax.networks import TanhGaussianActor, tanh_gaussian_sample
+from rfm_jax.training import replay
 
 Array = jax.Array
 
@@ -41,9 +42,9 @@ class SACHyper:
 
 def check_hyper(hyper: SACHyper) -> None:
     """A one-line ValueError naming the first out-of-range field (every value of a swept leaf)."""
-    core.check_leaf("sac", "init_alpha", hyper.init_alpha, lambda v: v > 0, "> 0")
-    core.check_leaf("sac", "target_entropy_scale", hyper.target_entropy_scale, lambda v: v >= 0, ">= 0")
-    core.check_common_hyper("sac", hyper)
+    base.check_leaf("sac", "init_alpha", hyper.init_alpha, lambda v: v > 0, "> 0")
+    base.check_leaf("sac", "target_entropy_scale", hyper.target_entropy_scale, lambda v: v >= 0, ">= 0")
+    base.check_common_hyper("sac", hyper)
 
 
 @struct.dataclass
@@ -70,7 +71,7 @@ def make_sac(
     critic_lr: float = 3e-4,
     alpha_lr: float = 3e-4,
     grad_clip: float | str | None = 10.0,
-) -> core.Agent:
+) -> base.Agent:
     """Build SAC's pure functions; every argument is static.  ``grad_clip`` bounds the actor's and
     each critic's gradient norm."""
     name = "make_sac"
@@ -78,11 +79,11 @@ def make_sac(
     check_positive_int(name, "action_dim", action_dim)
     if not all(isinstance(w, int) and w > 0 for w in actor_hidden):
         raise ValueError(f"{name}: `actor_hidden` must be positive integers, got {actor_hidden!r}.")
-    core.check_positive(name, actor_lr=actor_lr, alpha_lr=alpha_lr)
-    critics = core.make_critics(num_critics=num_critics, hidden=critic_hidden, lr=critic_lr, grad_clip=grad_clip,
+    base.check_positive(name, actor_lr=actor_lr, alpha_lr=alpha_lr)
+    critics = base.make_critics(num_critics=num_critics, hidden=critic_hidden, lr=critic_lr, grad_clip=grad_clip,
                                 name=name)
     actor = TanhGaussianActor(action_dim, tuple(actor_hidden))
-    actor_opt = optax.chain(core.gradient_clip(name, grad_clip), optax.adam(actor_lr))
+    actor_opt = optax.chain(base.gradient_clip(name, grad_clip), optax.adam(actor_lr))
     alpha_opt = optax.adam(alpha_lr)
 
     def init(key: Array, hyper: SACHyper) -> SACState:
@@ -140,9 +141,9 @@ def make_sac(
         log_alpha, alpha_opt_state = alpha_step(state, log_prob)
         new_state = state.replace(
             actor_params=actor_params, critic_params=critic_params,
-            target_critic_params=core.polyak(critic_params, state.target_critic_params, state.hyper.tau),
+            target_critic_params=base.polyak(critic_params, state.target_critic_params, state.hyper.tau),
             log_alpha=log_alpha, actor_opt_state=actor_opt_state, critic_opt_state=critic_opt_state,
             alpha_opt_state=alpha_opt_state, updates=state.updates + 1)
         return new_state, {**critic_metrics, **actor_metrics, "alpha": jnp.exp(state.log_alpha)}
 
-    return core.Agent(name="sac", init=init, act=act, update=update, hyper=SACHyper(), check_hyper=check_hyper)
+    return base.Agent(name="sac", init=init, act=act, update=update, hyper=SACHyper(), check_hyper=check_hyper)

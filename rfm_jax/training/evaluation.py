@@ -2,7 +2,7 @@
 
 ``mode="fixed"`` starts every evaluation from the same initial states and policy noise (the
 reference protocol); ``"fresh"`` draws new ones per evaluation.  With runs sharded over devices
-or processes (``rfm_jax.distributed.Layout``) each process steps its own runs' episodes.
+or processes (``rfm_jax.infra.distributed.Layout``) each process steps its own runs' episodes.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rfm_jax import envs
-from rfm_jax.distributed import Layout
+from rfm_jax.infra.distributed import Layout
 
 EVAL_MODES = ("fixed", "fresh")
 

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from rfm_jax.checks import check_positive_int, check_rank
+from rfm_jax.method.validation import check_positive_int, check_rank
 
 Array = jax.Array
 

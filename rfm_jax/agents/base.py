@@ -29,14 +29,17 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from rfm_jax import draws, losses, schedules
-from rfm_jax.checks import check_positive_int, check_rank
+from rfm_jax._speed import normal_rows
+from rfm_jax.method import estimators, losses, schedules
+from rfm_jax.method.validation import check_positive_int, check_rank
 from rfm_jax.networks import BLOCKS, CriticEnsemble
 
 Array = jax.Array
 # The latent bound of a clean-latent prediction: |tanh u| <= 0.999.  Clipping the DDIM's x1 prediction
 # here is the latent form of the "clip denoised" to [-1, 1] that the reference diffusion agents use.
 U_MAX = float(np.arctanh(0.999))
+# p0 = N(0, I) of every estimator and loss the agents call, drawn as 16-wide rows (``rfm_jax._speed``).
+SOURCE = estimators.standard_normal(normal_rows.normal)
 
 
 class Agent(NamedTuple):
@@ -65,7 +68,7 @@ def check_positive(name: str, **values) -> None:
 
 
 def check_policy_net(name: str, *, actor_block: str, actor_embed_dim: int, t_min: float, actor_lr: float) -> None:
-    """The checks every flow / diffusion policy network shares (``VelocityNet`` and its sampler)."""
+    """The checks every flow / diffusion policy network shares (``PolicyNet`` and its sampler)."""
     check_choice(name, "actor_block", actor_block, BLOCKS)
     if actor_embed_dim % 2 or actor_embed_dim < 4:
         raise ValueError(f"{name}: `actor_embed_dim` must be even and >= 4, got {actor_embed_dim}.")
@@ -192,7 +195,7 @@ def sample_select(key: Array, model_fn, q_fn, *, num_particles: int, action_dim:
     the Boltzmann choice is argmax(q / lambda + gumbel), the same rule as ``jax.random.categorical``."""
     if noise is None:
         key_start, key_select = jax.random.split(key)
-        x_start = draws.normal(key_start, (num_particles, action_dim))
+        x_start = normal_rows.normal(key_start, (num_particles, action_dim))
     else:
         x_start = noise.x_start
     latents = integrate(model_fn, x_start, **integrate_kwargs)

@@ -22,9 +22,9 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from rfm_jax import replay
-from rfm_jax.agents.core import Agent
-from rfm_jax.checks import check_positive_int, check_rank
+from rfm_jax.agents.base import Agent
+from rfm_jax.method.validation import check_positive_int, check_rank
+from rfm_jax.training import replay
 
 Array = jax.Array
 
@@ -133,7 +133,7 @@ def compile_seeds(fns: StepFns, sharding=None) -> StepFns:
     """``jit(vmap(...))`` over a leading run axis R (seeds, or seeds x swept values); the training
     state is donated (no copy of the replay buffer per step).  ``init`` takes keys [R] and a hyper
     pytree whose leaves all have the leading axis R (``runs.hyper_per_run`` builds it).  With
-    ``sharding`` (``rfm_jax.distributed.Layout.sharding``) every argument and output is split
+    ``sharding`` (``rfm_jax.infra.distributed.Layout.sharding``) every argument and output is split
     over the devices along R."""
     if sharding is None:
         return StepFns(

@@ -4,7 +4,7 @@
     action = policy(obs)                          # obs [O] or [N, O] -> action [A] or [N, A] in [-1, 1]
     action = policy(obs, key, greedy=False)       # the training (exploring) action
 
-The agent is rebuilt from ``<workdir>/setup.json`` (written by ``rfm_jax.loop.train``), restored
+The agent is rebuilt from ``<workdir>/setup.json`` (written by ``rfm_jax.training.loop.train``), restored
 from the newest checkpoint, and the chosen run's state is sliced out of the run axis.
 """
 
@@ -18,9 +18,10 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from rfm_jax import envs, loop
-from rfm_jax.checkpoints import Checkpointer
-from rfm_jax.train import compile_seeds, make_step_fns
+from rfm_jax import envs
+from rfm_jax.infra.checkpoints import Checkpointer
+from rfm_jax.training import loop
+from rfm_jax.training.program import compile_seeds, make_step_fns
 
 
 class Policy(NamedTuple):

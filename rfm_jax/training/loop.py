@@ -1,4 +1,4 @@
-"""The host loop: R runs (seeds, or seeds x swept hyperparameter values, ``rfm_jax.sweeps``) x E
+"""The host loop: R runs (seeds, or seeds x swept hyperparameter values, ``rfm_jax.training.sweeps``) x E
 dm_control envs, one jitted run-vmapped call per env step, periodic evaluation (the agent's greedy
 action), metrics, checkpoints and exact resume.  Any registered agent (``rfm_jax.agents``).
 
@@ -6,7 +6,7 @@ action), metrics, checkpoints and exact resume.  Any registered agent (``rfm_jax
         state, actions, metrics = step_fn(state, pending transitions, valid, obs)   # one XLA call
         step every env on the host -> pending transitions for the next call
 
-The run axis is sharded over every device (``rfm_jax.distributed``); with several processes each
+The run axis is sharded over every device (``rfm_jax.infra.distributed``); with several processes each
 one steps, logs and checkpoints only its own runs, and the step program is the same everywhere.
 
 Signals: SIGINT / SIGTERM finish the current step, save a checkpoint and return (a second signal
@@ -29,15 +29,16 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from rfm_jax import envs, sweeps
-from rfm_jax import session as session_lib
+from rfm_jax import envs
 from rfm_jax.agents import Agent, make_agent
-from rfm_jax.checkpoints import Checkpointer
-from rfm_jax.distributed import Layout
-from rfm_jax.evaluation import EVAL_MODES, evaluate
-from rfm_jax.guards import Interrupted, NonFiniteError, stop_on_signal, wait_interruptibly
-from rfm_jax.metrics import MetricsWriter
-from rfm_jax.train import StepFns, TrainState, compile_ahead, compile_seeds, empty_transitions, make_step_fns
+from rfm_jax.infra.checkpoints import Checkpointer
+from rfm_jax.infra.distributed import Layout
+from rfm_jax.infra.guards import Interrupted, NonFiniteError, stop_on_signal, wait_interruptibly
+from rfm_jax.infra.metrics import MetricsWriter
+from rfm_jax.training import session as session_lib
+from rfm_jax.training import sweeps
+from rfm_jax.training.evaluation import EVAL_MODES, evaluate
+from rfm_jax.training.program import StepFns, TrainState, compile_ahead, compile_seeds, empty_transitions, make_step_fns
 
 __all__ = ["EVAL_MODES", "Interrupted", "NonFiniteError", "Trained", "build", "evaluate", "train"]
 SETUP_FILE = "setup.json"  # in the workdir: task, agent name and arguments, hyper, seeds, sweep

@@ -1,4 +1,4 @@
-"""One session of ``rfm_jax.loop.train``'s host loop: the train state, this process's envs and
+"""One session of ``rfm_jax.training.loop.train``'s host loop: the train state, this process's envs and
 host arrays, writers and counters between env steps, and the per-run checkpoint records that make
 a resumed session continue exactly (``Host``, ``records``, ``from_records``).  Internal to the loop.
 
@@ -17,10 +17,11 @@ from typing import NamedTuple
 
 import numpy as np
 
-from rfm_jax import envs, replay
-from rfm_jax.checkpoints import DiskFullError
-from rfm_jax.evaluation import evaluate
-from rfm_jax.guards import NonFiniteError, first_non_finite, runs_finite
+from rfm_jax import envs
+from rfm_jax.infra.checkpoints import DiskFullError
+from rfm_jax.infra.guards import NonFiniteError, first_non_finite, runs_finite
+from rfm_jax.training import replay
+from rfm_jax.training.evaluation import evaluate
 
 
 def _nanmean(x) -> float:

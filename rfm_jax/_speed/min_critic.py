@@ -23,21 +23,15 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from rfm_jax.networks import CriticEnsemble
+from rfm_jax._speed import plain
+from rfm_jax.networks.critic import CriticEnsemble
 
 Array = jax.Array
 BLOCK_ROWS = 512  # rows per block of the sorted backward pass
 
 
-def _layers(params):
-    """[(kernel [K, fan_in, width], bias [K, width]), ...] of a CriticEnsemble's parameters."""
-    p = params["params"]
-    return [(p[f"kernel_{j}"], p[f"bias_{j}"]) for j in range(len(p) // 2)]
-
-
 def _module(params) -> CriticEnsemble:
-    layers = _layers(params)
-    return CriticEnsemble(layers[0][0].shape[0], tuple(k.shape[-1] for k, _ in layers[:-1]))
+    return CriticEnsemble.from_params(params)
 
 
 def _sorted_slots(k_star: Array, num_critics: int, block: int):
@@ -58,7 +52,7 @@ def _sorted_slots(k_star: Array, num_critics: int, block: int):
 
 def _value_and_grad_impl(params, obs: Array, action: Array):
     """obs [G, O], action [G, P, A] -> (q_min [G, P], grad_a q_min [G, P, A]) (module docstring)."""
-    layers = _layers(params)
+    layers = CriticEnsemble.layers(params)
     num_critics, obs_dim = layers[0][0].shape[0], obs.shape[-1]
     groups, particles, action_dim = action.shape
     rows, depth = groups * particles, len(layers) - 1
@@ -117,11 +111,20 @@ def _pool_rows(axis_size, in_batched, params, obs, action):
     return (jnp.moveaxis(q, 1, 0), jnp.moveaxis(grad, 1, 0)), (True, True)
 
 
-@jax.custom_jvp
 def q_min(params, obs: Array, action: Array) -> Array:
     """min_k Q_k(obs [O], action [A]) -> [] of a ``CriticEnsemble``'s parameters; its derivative
-    w.r.t. the action goes through the argmin critic only (module docstring)."""
+    w.r.t. the action goes through the argmin critic only (module docstring).  Under
+    ``RFM_JAX_PLAIN=1`` it is ``jnp.min`` with plain autodiff."""
+    if plain():
+        return _q_min_plain(params, obs, action)
+    return _q_min(params, obs, action)
+
+
+def _q_min_plain(params, obs: Array, action: Array) -> Array:
     return jnp.min(_module(params).apply(params, obs, action), axis=-1)
+
+
+_q_min = jax.custom_jvp(_q_min_plain)
 
 
 def _q_min_jvp(primals, tangents):
@@ -135,4 +138,4 @@ def _q_min_jvp(primals, tangents):
     return q[0, 0], jnp.dot(grad[0, 0], d_action)
 
 
-q_min.defjvp(_q_min_jvp, symbolic_zeros=True)
+_q_min.defjvp(_q_min_jvp, symbolic_zeros=True)

@@ -19,7 +19,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from rfm_jax.agents.core import hyper_leaves
+from rfm_jax.agents.base import hyper_leaves
 
 
 class Run(NamedTuple):

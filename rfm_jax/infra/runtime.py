@@ -3,22 +3,23 @@
 ``configure_xla_cpu()`` appends to ``XLA_FLAGS``:
 
 * ``--xla_cpu_experimental_ynn_fusion_type=``: turns off XLA CPU's YNNPACK fusions, so XLA's own
-  emitters compile the sampler's dense + GELU chains.  On the 2-core AVX-512 CPU of README's
-  benchmark this took one reference update from about 430 to 366 ms and a lite one from 52 to 37 ms.
+  emitters compile the sampler's dense + GELU chains.
 * ``--xla_cpu_prefer_vector_width=512``, on CPUs with AVX-512 only: XLA's elementwise kernels
-  (GELU, ReLU masks, Adam) use 512-bit vectors instead of the default 256; about 2 % off a
-  reference update on the same CPU (README).
+  (GELU, ReLU masks, Adam) use 512-bit vectors instead of the default 256.
 
-Both keep float32 throughout (outputs agree to float32 rounding, see README and
+Both keep float32 throughout (outputs agree to float32 rounding, see
 ``tests/test_networks.py``).  ``configure_xla_cpu()`` also calls ``unroll_threefry_on_cpu()``
 (the same random bits, less time on CPU).  It must run before JAX starts its backend (the first
 computation); a flag already named in ``XLA_FLAGS`` is left as the user set it, and
-``RFM_JAX_XLA_DEFAULTS=0`` turns all of this off.
+``RFM_JAX_XLA_DEFAULTS=0`` (or ``RFM_JAX_PLAIN=1``, which also turns off every speed device of
+``rfm_jax._speed``) turns all of this off.  ``docs/performance.md`` has the measured effect.
 """
 
 from __future__ import annotations
 
 import os
+
+from rfm_jax._speed.threefry import unroll_threefry_on_cpu
 
 CPU_FLAGS = ("--xla_cpu_experimental_ynn_fusion_type=",)
 AVX512_FLAGS = ("--xla_cpu_prefer_vector_width=512",)
@@ -37,7 +38,7 @@ def configure_xla_cpu() -> str:
     """Add ``CPU_FLAGS`` (and ``AVX512_FLAGS`` where the CPU has AVX-512) to ``XLA_FLAGS`` and
     ``unroll_threefry_on_cpu()`` unless opted out; returns the resulting ``XLA_FLAGS``."""
     flags = os.environ.get("XLA_FLAGS", "")
-    if os.environ.get("RFM_JAX_XLA_DEFAULTS", "1") != "0":
+    if os.environ.get("RFM_JAX_XLA_DEFAULTS", "1") != "0" and os.environ.get("RFM_JAX_PLAIN", "0") != "1":
         for flag in CPU_FLAGS + (AVX512_FLAGS if has_avx512() else ()):
             if flag.split("=")[0] not in flags:
                 flags = f"{flags} {flag}".strip()
@@ -56,22 +57,10 @@ def environment_without_defaults(environ=None) -> dict:
     return {**environ, "RFM_JAX_XLA_DEFAULTS": "0", "XLA_FLAGS": " ".join(flags)}
 
 
-def unroll_threefry_on_cpu() -> bool:
-    """Lower JAX's threefry random-number hash on CPU as the straight-line code JAX uses on GPU and
-    TPU, instead of its CPU default, a rolled loop of 5 iterations of small ops that XLA runs op by
-    op for every random draw and key split.  The bits are the same (integer arithmetic; a test
-    checks them); a lite update takes about 1 % less time on README's CPU (compiled variants
-    alternated in one process).  This reaches into JAX's private modules: where they differ
-    (another JAX version) it does nothing and returns False.  Affects programs lowered after the
-    call, in this process."""
-    try:
-        from jax._src.interpreters import mlir
-        from jax._src.random import threefry2x32 as threefry
-
-        mlir.register_lowering(threefry.threefry2x32_p, threefry._threefry2x32_lowering_rule, platform="cpu")
-    except (ImportError, AttributeError):
-        return False
-    return True
+def environment_plain(environ=None) -> dict:
+    """``environment_without_defaults`` with ``RFM_JAX_PLAIN=1``: a child process on plain JAX
+    operations only (no XLA flag defaults, no speed device of ``rfm_jax._speed``)."""
+    return {**environment_without_defaults(environ), "RFM_JAX_PLAIN": "1"}
 
 
 def provenance(argv: list[str] | None = None) -> dict:

@@ -1,5 +1,5 @@
 """What keeps a run from training on garbage or hanging on a signal: the non-finite guard, the
-signal flag, interruptible compilation and disk-full detection (used by ``rfm_jax.loop``).
+signal flag, interruptible compilation and disk-full detection (used by ``rfm_jax.training.loop``).
 
 * ``first_non_finite(metrics)`` scans a step's metrics {name: [R]} and ``runs_finite(state)`` a
   whole train state (leading run axis R): the loop stops at the first NaN or inf with

@@ -2,7 +2,7 @@
 replay buffer, PRNG keys, counters; leading run axis R), one host record per run (the envs'
 pickled state, the current observations, the pending transition, running sums) and JSON
 metadata (step, wall time, ...).  State and records are sharded over the runs like the training
-(``rfm_jax.distributed``): with several processes each one writes and reads only its runs.
+(``rfm_jax.infra.distributed``): with several processes each one writes and reads only its runs.
 
 Each step's directory is written atomically by orbax, so a run killed while saving keeps its
 previous checkpoint.  Each checkpoint's metadata also holds a SHA-256 digest of each process's
@@ -33,8 +33,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from rfm_jax.distributed import Layout
-from rfm_jax.guards import is_disk_full
+from rfm_jax.infra.distributed import Layout
+from rfm_jax.infra.guards import is_disk_full
 
 PARTIAL = ".orbax-checkpoint-tmp"  # orbax's suffix of a checkpoint directory still being written
 

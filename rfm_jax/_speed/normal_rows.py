@@ -6,15 +6,15 @@
 
 in row-major order, reshaped to ``shape``: an N(0, I) draw like ``jax.random.normal(key, shape)``,
 but cut from a 16-wide array (so not the same numbers for the same key).  Every normal draw of
-the agents, samplers and estimators goes through it.
+the agents and networks goes through it (the estimators' through ``agents.base.SOURCE``).
 
 Why: the agents draw [particles, A] noise with A = 6 action columns.  XLA fuses a draw (threefry
 bits, then erf_inv) into its consumers, whose innermost loop then runs over those 6 columns and
-does not vectorise: at the lite numerics of README's benchmark the posterior's [256, 16, 6] draw
-and its log-Jacobian took about 0.8 ms of a 30 ms step.  ``normal`` draws rows of 16 floats (one
-512-bit vector) and, on CPU, passes them through a dot with the 16 x 16 identity, which XLA does
-not fuse into the consumers.  The product is exact (x * 1 plus exact zeros; a normal draw is
+does not vectorise (``docs/performance.md`` has the cost).  ``normal`` draws rows of 16 floats
+(one 512-bit vector) and, on CPU, passes them through a dot with the 16 x 16 identity, which XLA
+does not fuse into the consumers.  The product is exact (x * 1 plus exact zeros; a normal draw is
 never subnormal), so every backend gets the same numbers and only CPU pays the (tiny) dot.
+``RFM_JAX_PLAIN=1`` leaves the dot out: the same numbers again.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ import math
 
 import jax
 import jax.numpy as jnp
+
+from rfm_jax._speed import plain
 
 Array = jax.Array
 ROW = 16  # floats per row of the draw: one 512-bit vector
@@ -42,6 +44,6 @@ def normal(key: Array, shape: tuple[int, ...], dtype=jnp.float32) -> Array:
     shape = tuple(shape)
     n = math.prod(shape)
     rows = jax.random.normal(key, (max(1, -(-n // ROW)), ROW), dtype)
-    if jax.default_backend() == "cpu":
+    if jax.default_backend() == "cpu" and not plain():
         rows = materialize(rows)
     return rows.reshape(-1)[:n].reshape(shape)

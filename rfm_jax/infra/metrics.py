@@ -1,5 +1,5 @@
 """Run outputs: per-run JSON-lines files and TensorBoard event files, keyed by the run's name
-(``seed3``, or ``seed3_temperature0.02`` in a sweep; ``rfm_jax.sweeps``).
+(``seed3``, or ``seed3_temperature0.02`` in a sweep; ``rfm_jax.training.sweeps``).
 
     <workdir>/metrics/train_<run>.jsonl   one row per log interval (losses, ESS, coefficient, ...)
     <workdir>/metrics/eval_<run>.jsonl    one row per evaluation (eval_return_mean / _std)
