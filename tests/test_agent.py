@@ -68,7 +68,7 @@ def test_act_is_in_bounds_and_greedy_is_deterministic(policy):
         dict(control_variate="fixed", coef_space="noise"),
         dict(policy="diffusion", particle_batch=4),
         dict(actor_block="prenorm", sample_chunk=5),
-        dict(sample_chunk=None),
+        dict(sample_chunk=0),
     ],
 )
 def test_every_mode_compiles_and_is_finite(options):

@@ -28,12 +28,12 @@ def test_bench_update_runs_with_an_override_and_a_profile(tmp_path):
     """bench_update.py at the cpu preset: --set reaches the agent and the JSON, --profile finds no
     device plane on CPU (null), and the last printed line is one JSON object with ms_per_env_step."""
     cmd = [sys.executable, str(ROOT / "experiments" / "bench_update.py"), "--numerics", "cpu", "--seeds", "1",
-           "--no-breakdown", "--min_time", "0.2", "--set", "sample_chunk=None", "--set", "particle_batch=2",
+           "--no-breakdown", "--min_time", "0.2", "--set", "sample_chunk=0", "--set", "particle_batch=2",
            "--profile", "--out", str(tmp_path)]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     last = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert last["ms_per_env_step"] > 0 and last["overrides"] == {"sample_chunk": None, "particle_batch": 2}
+    assert last["ms_per_env_step"] > 0 and last["overrides"] == {"sample_chunk": 0, "particle_batch": 2}
     row = json.loads((tmp_path / "bench_cpu.json").read_text())["rows"][0]
     assert row["device_profile"] is None and row["overrides"] == last["overrides"]
 

@@ -46,5 +46,4 @@ def agent_kwargs(config) -> dict:
     """``make_qvpo`` keyword arguments of ``config.agent`` (a chunk of 0 means None, unset "auto")."""
     kwargs = dict(config.agent)
     kwargs["critic_hidden"] = tuple(kwargs["critic_hidden"])
-    kwargs["sample_chunk"] = "auto" if kwargs["sample_chunk"] is None else (kwargs["sample_chunk"] or None)
     return kwargs

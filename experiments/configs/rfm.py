@@ -83,6 +83,4 @@ def agent_kwargs(config) -> dict:
     """``make_rfm`` keyword arguments of ``config.agent`` (a chunk of 0 means None, unset "auto")."""
     kwargs = dict(config.agent)
     kwargs["critic_hidden"] = tuple(kwargs["critic_hidden"])
-    for name in ("particle_batch", "sample_chunk"):
-        kwargs[name] = "auto" if kwargs[name] is None else (kwargs[name] or None)
     return kwargs

@@ -25,6 +25,12 @@ def make_agent(name: str, **kwargs) -> Agent:
     return REGISTRY[name](**kwargs)
 
 
-__all__ = ["REGISTRY", "Agent", "QSMHyper", "QVPOHyper", "RFMHyper", "RFMState", "SACHyper", "SACState", "base",
+def config_kwargs(agent_config) -> dict:
+    """The factory's keyword arguments from a config's ``agent`` section (a mapping of the agent's
+    settings fields): sequences become tuples, everything else is passed as it is."""
+    return {k: tuple(v) if isinstance(v, list | tuple) else v for k, v in dict(agent_config).items()}
+
+
+__all__ = ["config_kwargs", "REGISTRY", "Agent", "QSMHyper", "QVPOHyper", "RFMHyper", "RFMState", "SACHyper", "SACState", "base",
            "current_temperature", "dqs", "make_agent", "make_dqs", "make_qne", "make_qsm", "make_qvpo", "make_rfm",
            "make_sac", "qne", "qsm", "qvpo", "rfm", "sac"]

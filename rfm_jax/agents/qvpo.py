@@ -88,7 +88,7 @@ def make_qvpo(
     actor_lr: float = 3e-4,
     critic_lr: float = 1e-3,
     grad_clip: float | str | None = 10.0,
-    sample_chunk: int | str | None = "auto",
+    sample_chunk: int | None = None,
 ) -> base.Agent:
     """Build QVPO's pure functions; every argument is static.  The arguments mean what they mean for
     ``make_rfm``; ``num_train_particles`` is the number of weighted samples per state (QVPO: 64)."""
@@ -99,7 +99,7 @@ def make_qvpo(
         check_positive_int(name, arg, value)
     check_positive_int(name, "num_train_particles", num_train_particles, 2)  # a mean needs two samples
     if sample_chunk not in (None, "auto"):
-        check_positive_int(name, "sample_chunk", sample_chunk)
+        check_positive_int(name, "sample_chunk", sample_chunk, minimum=0)
     base.check_policy_net(name, actor_block=actor_block, actor_embed_dim=actor_embed_dim, t_min=t_min,
                           actor_lr=actor_lr)
 

@@ -122,21 +122,23 @@ def init_state(key: Array, hyper, *, actor, actor_opt, critics, obs_dim: int, ac
 
 
 def resolve_sample_chunk(sample_chunk, num_particles: int) -> int | None:
-    """States per sampler chunk: "auto" is ``CPU_CHUNK_ROWS // num_particles`` on CPU and one vmap
-    (None) on an accelerator, where the sampler is latency-bound."""
-    if sample_chunk != "auto":
-        return sample_chunk
+    """States per sampler chunk, or None for one vmap: ``sample_chunk`` None (or "auto") is
+    ``CPU_CHUNK_ROWS // num_particles`` on CPU and one vmap on an accelerator, where the sampler is
+    latency-bound; 0 is one vmap; a positive int is itself."""
+    if sample_chunk not in (None, "auto"):
+        return sample_chunk or None
     if jax.default_backend() != "cpu":
         return None
     return max(1, CPU_CHUNK_ROWS // num_particles)
 
 
 def resolve_particle_batch(particle_batch, num_particles: int, batch_size: int) -> int | None:
-    """Posterior particles per chunk: "auto" is the largest divisor of ``num_particles`` with at
-    most ``CPU_POSTERIOR_ROWS`` rows over the batch on CPU (100 particles, batch 256: 20), and one
-    vmap (None) on an accelerator."""
-    if particle_batch != "auto":
-        return particle_batch
+    """Posterior particles per chunk, or None for one vmap: ``particle_batch`` None (or "auto") is
+    the largest divisor of ``num_particles`` with at most ``CPU_POSTERIOR_ROWS`` rows over the
+    batch on CPU (100 particles, batch 256: 20) and one vmap on an accelerator; 0 is one vmap; a
+    positive int is itself."""
+    if particle_batch not in (None, "auto"):
+        return particle_batch or None
     if jax.default_backend() != "cpu":
         return None
     limit = max(1, CPU_POSTERIOR_ROWS // batch_size)
@@ -168,8 +170,8 @@ def make_rfm(
     critic_lr: float = 1e-3,
     grad_clip: float | str | None = 10.0,
     x1_bound: float | None = None,
-    particle_batch: int | str | None = "auto",
-    sample_chunk: int | str | None = "auto",
+    particle_batch: int | None = None,
+    sample_chunk: int | None = None,
 ) -> base.Agent:
     """Build the agent's pure functions; every argument is static (shapes, counts, modes).
 
@@ -186,10 +188,10 @@ def make_rfm(
     x1_bound: diffusion policy only: the DDIM sampler clips its clean-latent prediction to
       [-x1_bound, x1_bound] (``base.U_MAX`` = atanh(0.999) is the latent image of the reference
       codes' action clip to [-1, 1]); None for no clip.
-    particle_batch: posterior particles per ``lax.map`` chunk, None for one vmap, "auto"
+    particle_batch: posterior particles per ``lax.map`` chunk, 0 for one vmap, None for auto
       (``resolve_particle_batch``: about 5k critic rows per chunk on CPU, one vmap on a GPU).
-    sample_chunk: states per ``lax.map`` chunk of the update's sampler, None for one vmap, "auto"
-      (``resolve_sample_chunk``: cache-sized chunks on CPU, one vmap on a GPU).  Same numbers.
+    sample_chunk: states per ``lax.map`` chunk of the update's sampler, 0 for one vmap, None for
+      auto (``resolve_sample_chunk``: cache-sized chunks on CPU, one vmap on a GPU).  Same numbers.
     """
     name = "make_rfm"
     for arg, value in (("obs_dim", obs_dim), ("action_dim", action_dim), ("num_posterior_particles",
@@ -208,7 +210,7 @@ def make_rfm(
         raise ValueError(f"{name}: the optimal control variates need `num_posterior_particles` >= 2.")
     for arg, value in (("sample_chunk", sample_chunk), ("particle_batch", particle_batch)):
         if value not in (None, "auto"):
-            check_positive_int(name, arg, value)
+            check_positive_int(name, arg, value, minimum=0)
     if x1_bound is not None:
         if policy != "diffusion":
             raise ValueError(f"{name}: `x1_bound` applies to the diffusion policy only (policy={policy!r}).")
