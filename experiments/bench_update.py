@@ -239,7 +239,7 @@ def main():
     parser.add_argument("--profile", action="store_true",
                         help="trace 10 calls per row and report device time (matrix products / other kernels)")
     parser.add_argument("--set", dest="overrides", type=parse_override, action="append", default=[],
-                        metavar="KEY=VALUE", help="an agent keyword argument, e.g. sample_chunk=0 (one vmap; repeatable)")
+                        metavar="KEY=VALUE", help="an agent keyword argument, e.g. sample_chunk=0 (repeatable)")
     parser.add_argument("--out", default=os.path.join(HERE, "results", "bench_update"))
     args = parser.parse_args()
     header = {"device": jax.devices()[0].device_kind, "backend": jax.default_backend(),

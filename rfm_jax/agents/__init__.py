@@ -31,6 +31,6 @@ def config_kwargs(agent_config) -> dict:
     return {k: tuple(v) if isinstance(v, list | tuple) else v for k, v in dict(agent_config).items()}
 
 
-__all__ = ["config_kwargs", "REGISTRY", "Agent", "QSMHyper", "QVPOHyper", "RFMHyper", "RFMState", "SACHyper", "SACState", "base",
-           "current_temperature", "dqs", "make_agent", "make_dqs", "make_qne", "make_qsm", "make_qvpo", "make_rfm",
+__all__ = ["REGISTRY", "Agent", "QSMHyper", "QVPOHyper", "RFMHyper", "RFMState", "SACHyper", "SACState", "base",
+           "config_kwargs", "current_temperature", "dqs", "make_agent", "make_dqs", "make_qne", "make_qsm", "make_qvpo", "make_rfm",
            "make_sac", "qne", "qsm", "qvpo", "rfm", "sac"]
