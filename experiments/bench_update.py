@@ -44,7 +44,7 @@ import numpy as np  # noqa: E402
 from configs import rfm as rfm_configs  # noqa: E402
 
 from rfm_jax import envs  # noqa: E402
-from rfm_jax.agents import make_agent  # noqa: E402
+from rfm_jax.agents import config_kwargs, make_agent  # noqa: E402
 from rfm_jax.infra.distributed import Layout  # noqa: E402
 from rfm_jax.infra.macs import update_macs  # noqa: E402
 from rfm_jax.training.program import compile_seeds, empty_transitions, make_step_fns  # noqa: E402
@@ -52,9 +52,9 @@ from rfm_jax.training.sweeps import expand, hyper_per_run, run_keys  # noqa: E40
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 NUMERICS = {
-    "lite": dict(num_posterior_particles=16, num_train_particles=4, num_data_particles=4, num_eval_particles=8,
+    "lite": dict(num_posterior_particles=16, num_train_particles=4, num_act_particles=4, num_eval_particles=8,
                  num_ode_steps=5),
-    "reference": dict(num_posterior_particles=100, num_train_particles=32, num_data_particles=32,
+    "reference": dict(num_posterior_particles=100, num_train_particles=32, num_act_particles=32,
                       num_eval_particles=32, num_ode_steps=10),
 }
 
@@ -62,7 +62,7 @@ NUMERICS = {
 def setting(numerics: str, overrides: dict | None = None):
     """(config, agent keyword arguments) of a numerics name, with ``overrides`` on top."""
     config = rfm_configs.get_config("cpu" if numerics == "cpu" else "cheetah-run")
-    return config, {**rfm_configs.agent_kwargs(config), **NUMERICS.get(numerics, {}), **(overrides or {})}
+    return config, {**config_kwargs(config.agent), **NUMERICS.get(numerics, {}), **(overrides or {})}
 
 
 def parse_override(text: str) -> tuple[str, object]:
@@ -182,7 +182,7 @@ def bench(numerics: str, seeds: list[int], min_time: float, breakdown: bool, sha
     macs = update_macs(obs_dim=spec.obs_dim, action_dim=spec.action_dim, batch_size=config.batch_size, **kwargs)
     gmac = (macs["total"] + macs["act"]) / 1e9
     print(f"== {numerics}: {config.task}, batch {config.batch_size}, {kwargs['num_posterior_particles']} posterior / "
-          f"{kwargs['num_train_particles']}/{kwargs['num_data_particles']}/{kwargs['num_eval_particles']} policy "
+          f"{kwargs['num_train_particles']}/{kwargs['num_act_particles']}/{kwargs['num_eval_particles']} policy "
           f"particles, {kwargs['num_ode_steps']} ODE steps, {gmac:.2f} GMAC per update + action, "
           f"backend {jax.default_backend()}" + (f", set {overrides}" if overrides else ""), flush=True)
     rows = []

@@ -35,7 +35,7 @@ import numpy as np
 
 # rfm_jax's experiments/configs/rfm.py:cpu (tests/test_official.py checks that the two agree).
 PRESET = dict(total_steps=40_000, warmup_steps=5_000, batch_size=128, replay_capacity=50_000, eval_every=5_000,
-              num_posterior_particles=16, num_train_particles=8, num_data_particles=8, num_eval_particles=8,
+              num_posterior_particles=16, num_train_particles=8, num_act_particles=8, num_eval_particles=8,
               num_ode_steps=5, actor_width=128, actor_blocks=2, actor_embed_dim=128, critic_hidden=(64, 64),
               actor_lr=3e-4, critic_lr=1e-3, grad_clip=10.0, temperature=0.02, gamma=0.99, tau=0.005, ridge=1e-4,
               clip=2.0, t_min=0.01)
@@ -115,7 +115,7 @@ def train_seed(task: str, seed: int, out: str, episodes: int, steps: int, warmup
                 num_integration_steps=p["num_ode_steps"], batch_size=p["batch_size"], cv_weight=0.0,
                 cv_weight_autotune=True, cv_ridge=p["ridge"], cv_clip=p["clip"], rfm_on_policy=True,
                 init_temperature=p["temperature"], final_temperature=p["temperature"], temperature_steps=250_000,
-                num_particles_training=p["num_train_particles"], num_particles_data=p["num_data_particles"],
+                num_particles_training=p["num_train_particles"], num_particles_data=p["num_act_particles"],
                 num_particles_eval=p["num_eval_particles"], sampler_method="euler", t_min=p["t_min"], seed=seed)
     trainer = Trainer(env_fn, agent=agent, logger=JsonlLogger(out, seed), max_steps=steps,
                       replay_buffer_size=p["replay_capacity"], start_training=warmup,

@@ -10,7 +10,7 @@ from rfm_jax.agents import RFMHyper, make_rfm
 from rfm_jax.training.replay import Transition
 
 OBS, ACT, BATCH = 4, 2, 32
-TINY = dict(num_posterior_particles=8, num_train_particles=4, num_data_particles=3, num_eval_particles=5,
+TINY = dict(num_posterior_particles=8, num_train_particles=4, num_act_particles=3, num_eval_particles=5,
             num_ode_steps=2, actor_width=32, actor_blocks=1, actor_embed_dim=8, critic_hidden=(32, 32))
 
 

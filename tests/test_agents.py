@@ -5,29 +5,20 @@ with one line naming the field; the registry refuses unknown names; sweeps build
 import jax
 import jax.numpy as jnp
 import numpy as np
+import presets
 import pytest
 
-from rfm_jax.agents import REGISTRY, base, make_agent
+from rfm_jax.agents import REGISTRY, base, make_agent, particles
 from rfm_jax.training import sweeps
 from rfm_jax.training.replay import Transition
 
 OBS, ACT, BATCH = 4, 2, 32
-TINY = {
-    "rfm": dict(num_posterior_particles=4, num_train_particles=3, num_data_particles=3, num_eval_particles=3,
-                num_ode_steps=2, actor_width=16, actor_blocks=1, actor_embed_dim=4, critic_hidden=(32, 32),
-                critic_lr=3e-3),
-    "sac": dict(actor_hidden=(16, 16), critic_hidden=(32, 32), critic_lr=3e-3),
-    "qsm": dict(num_eval_particles=3, num_ode_steps=2, actor_width=16, actor_blocks=1, actor_embed_dim=4,
-                critic_hidden=(32, 32), critic_lr=3e-3),
-    "qvpo": dict(num_train_particles=4, num_data_particles=3, num_eval_particles=3, num_ode_steps=2, actor_width=16,
-                 actor_blocks=1, actor_embed_dim=4, critic_hidden=(32, 32), critic_lr=3e-3),
-    "dqs": dict(num_posterior_particles=4, num_train_particles=3, num_data_particles=3, num_eval_particles=3,
-                num_ode_steps=2, actor_width=16, actor_blocks=1, actor_embed_dim=4, critic_hidden=(32, 32),
-                critic_lr=3e-3),
-    "qne": dict(num_posterior_particles=4, num_train_particles=3, num_data_particles=3, num_eval_particles=3,
-                num_ode_steps=2, actor_width=16, actor_blocks=1, actor_embed_dim=4, critic_hidden=(32, 32),
-                critic_lr=3e-3),
-}
+CRITIC = dict(critic_hidden=(32, 32), critic_lr=3e-3)  # critics that learn the test batch in 100 updates
+
+
+def tiny(name: str) -> dict:
+    """Agent ``name``'s smoke-preset settings with ``CRITIC``."""
+    return {**presets.settings(name, "smoke"), **CRITIC}
 
 
 def _batch(key, batch=BATCH):
@@ -38,13 +29,17 @@ def _batch(key, batch=BATCH):
     return Transition(obs, action, reward, jnp.full((batch,), 0.9), jax.random.normal(k_next, (batch, OBS)))
 
 
-def test_every_registered_agent_has_a_tiny_setting():
-    assert set(TINY) == set(REGISTRY)
+def test_every_registered_agent_has_a_preset_file_with_cpu_smoke_and_probe_settings():
+    for name in REGISTRY:
+        module = presets.preset_file(name)
+        for preset in ("cpu", "smoke", "cheetah-run"):
+            assert module.get_config(preset).algo == name
+        assert presets.probe(name)[2] > 0
 
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))
 def test_update_under_jit_vmap_lowers_the_critic_loss_and_acts_in_bounds(name):
-    agent = make_agent(name, obs_dim=OBS, action_dim=ACT, **TINY[name])
+    agent = make_agent(name, obs_dim=OBS, action_dim=ACT, **tiny(name))
     runs = sweeps.expand([0, 1], None)
     states = jax.vmap(agent.init)(sweeps.run_keys(runs), sweeps.hyper_per_run(agent.hyper, runs))
     batch = jax.tree.map(lambda x: jnp.stack([x] * 2), _batch(jax.random.PRNGKey(1)))
@@ -59,7 +54,7 @@ def test_update_under_jit_vmap_lowers_the_critic_loss_and_acts_in_bounds(name):
     critic = np.asarray(metrics["critic_loss"])
     assert critic.shape == (100, 2) and all(np.all(np.isfinite(np.asarray(v))) for v in metrics.values())
     assert np.all(critic[-10:].mean(0) < 0.5 * critic[:10].mean(0)), critic[[0, -1]]
-    first = jax.tree.leaves(states.actor_params)[0]
+    first = jax.tree.leaves(states.critic_params)[0]
     assert not np.allclose(first[0], first[1])  # the seeds differ
     obs = jax.random.normal(jax.random.PRNGKey(3), (2, 7, OBS)) * 5
     keys = jax.random.split(jax.random.PRNGKey(4), 14).reshape(2, 7, 2)
@@ -90,7 +85,7 @@ def test_registry_and_factories_name_bad_arguments():
                                                 ("dqs", "tau", 0.0), ("qvpo", "temperature", 0.0),
                                                 ("qsm", "score_scale", 0.0)])
 def test_check_hyper_names_the_field_for_every_swept_value(name, field, value):
-    agent = make_agent(name, obs_dim=OBS, action_dim=ACT, **TINY[name])
+    agent = make_agent(name, obs_dim=OBS, action_dim=ACT, **tiny(name))
     agent.check_hyper(agent.hyper)
     good = getattr(agent.hyper, field)
     swept = agent.hyper.replace(**{field: np.array([good, value])})
@@ -99,7 +94,7 @@ def test_check_hyper_names_the_field_for_every_swept_value(name, field, value):
 
 
 def test_sweeps_expand_seed_major_and_refuse_non_leaves():
-    agent = make_agent("rfm", obs_dim=OBS, action_dim=ACT, **TINY["rfm"])
+    agent = make_agent("rfm", obs_dim=OBS, action_dim=ACT, **tiny("rfm"))
     runs = sweeps.expand([3, 4], {"temperature": [0.01, 0.05], "tau": [0.1]}, agent.hyper)
     assert [r.name for r in runs] == ["seed3_temperature0.01_tau0.1", "seed3_temperature0.05_tau0.1",
                                       "seed4_temperature0.01_tau0.1", "seed4_temperature0.05_tau0.1"]
@@ -118,7 +113,7 @@ def test_sweeps_expand_seed_major_and_refuse_non_leaves():
 
 def test_a_swept_value_trains_as_its_own_run():
     """Run r of a sweep equals a single run with that value (same seed, same program shape)."""
-    agent = make_agent("rfm", obs_dim=OBS, action_dim=ACT, **TINY["rfm"])
+    agent = make_agent("rfm", obs_dim=OBS, action_dim=ACT, **tiny("rfm"))
     batch = _batch(jax.random.PRNGKey(1))
     runs = sweeps.expand([0], {"temperature": [0.05, 0.5]}, agent.hyper)
     states = jax.vmap(agent.init)(sweeps.run_keys(runs), sweeps.hyper_per_run(agent.hyper, runs))
@@ -137,10 +132,10 @@ def test_qne_is_rfm_with_a_diffusion_policy_and_eta_zero():
     """QNE's update is RFM's with policy="diffusion", control_variate="none" (the eta = 0 estimator)
     and the DDIM's clean latent clipped at U_MAX: the same parameters after three updates from the
     same keys."""
-    kwargs = dict(obs_dim=OBS, action_dim=ACT, **TINY["qne"])
+    kwargs = dict(obs_dim=OBS, action_dim=ACT, **tiny("qne"))
     qne = make_agent("qne", **kwargs)
-    rfm = make_agent("rfm", policy="diffusion", diffusion_schedule="cosine", control_variate="none",
-                     x1_bound=base.U_MAX, **kwargs)
+    assert kwargs["x1_bound"] == particles.U_MAX and "control_variate" not in kwargs
+    rfm = make_agent("rfm", policy="diffusion", control_variate="none", **kwargs)  # kwargs: cosine, 20 steps, clip
     batch = _batch(jax.random.PRNGKey(1))
     states = [agent.init(jax.random.PRNGKey(0), agent.hyper) for agent in (qne, rfm)]
     for step in range(3):
@@ -158,7 +153,7 @@ def test_dqs_is_rfm_with_a_ve_diffusion_policy_and_eta_one():
     """DQS's update is RFM's with policy="diffusion" on the VE path and the fixed eta = 1 estimator
     (the score network's sigma^2-weighted loss is the epsilon loss): the same parameters after
     three updates from the same keys; its factory and hyper check name themselves."""
-    kwargs = dict(obs_dim=OBS, action_dim=ACT, **TINY["dqs"])
+    kwargs = dict(obs_dim=OBS, action_dim=ACT, **tiny("dqs"))
     dqs = make_agent("dqs", **kwargs)
     rfm = make_agent("rfm", policy="diffusion", diffusion_schedule="ve", control_variate="fixed",
                      coef_space="noise", **kwargs)
@@ -187,12 +182,12 @@ def test_grad_clip_none_turns_clipping_off_and_bad_values_are_named():
         np.testing.assert_array_equal(same["w"], grads["w"])
     for bad in (0.0, -1.0, "abc", True, float("nan")):
         with pytest.raises(ValueError, match="^make_rfm: `grad_clip` must be a number > 0, or none"):
-            make_agent("rfm", obs_dim=OBS, action_dim=ACT, **{**TINY["rfm"], "grad_clip": bad})
-    make_agent("rfm", obs_dim=OBS, action_dim=ACT, **{**TINY["rfm"], "grad_clip": "none"})
+            make_agent("rfm", obs_dim=OBS, action_dim=ACT, **{**tiny("rfm"), "grad_clip": bad})
+    make_agent("rfm", obs_dim=OBS, action_dim=ACT, **{**tiny("rfm"), "grad_clip": "none"})
 
 
 def test_x1_bound_is_for_the_diffusion_policy_only():
     with pytest.raises(ValueError, match="^make_rfm: `x1_bound` applies to the diffusion policy only"):
-        make_agent("rfm", obs_dim=OBS, action_dim=ACT, **{**TINY["rfm"], "x1_bound": 3.0})
+        make_agent("rfm", obs_dim=OBS, action_dim=ACT, **{**tiny("rfm"), "x1_bound": 3.0})
     with pytest.raises(ValueError, match="^make_qne: `x1_bound` must be finite and > 0"):
-        make_agent("qne", obs_dim=OBS, action_dim=ACT, **{**TINY["qne"], "x1_bound": -1.0})
+        make_agent("qne", obs_dim=OBS, action_dim=ACT, **{**tiny("qne"), "x1_bound": -1.0})

@@ -64,12 +64,13 @@ SHARDED = textwrap.dedent("""
     from rfm_jax.training.loop import train
     sys.path.insert(0, os.path.join({root!r}, "experiments"))
     from configs import rfm
+    from rfm_jax.agents import config_kwargs
     c = rfm.get_config("smoke")
     out = {{}}
     two, one = {{"temperature": [0.01, 0.02]}}, jax.devices()[:1]
     for name, sweep, devices in [("r4_d4", None, None), ("r8_d4", two, None), ("r8_d1", two, one)]:
         trained = train(task=c.task, seeds=range(4), workdir=os.path.join({tmp!r}, name),
-                        agent_kwargs=rfm.agent_kwargs(c), hyper=dict(c.hyper), sweep=sweep, total_steps=200,
+                        agent_kwargs=config_kwargs(c.agent), hyper=dict(c.hyper), sweep=sweep, total_steps=200,
                         warmup_steps=100, batch_size=c.batch_size, replay_capacity=c.replay_capacity,
                         eval_every=200, eval_episodes=1, log_every=50, checkpoint_every=100, devices=devices)
         out[name] = {{"devices": len(jax.devices() if devices is None else devices),

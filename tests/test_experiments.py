@@ -58,7 +58,7 @@ def test_official_script_uses_the_cpu_preset(run_script):
     preset = official.PRESET
     for field in ("total_steps", "warmup_steps", "batch_size", "replay_capacity", "eval_every"):
         assert preset[field] == c[field], field
-    for field in ("num_posterior_particles", "num_train_particles", "num_data_particles", "num_eval_particles",
+    for field in ("num_posterior_particles", "num_train_particles", "num_act_particles", "num_eval_particles",
                   "num_ode_steps", "actor_width", "actor_blocks", "actor_embed_dim", "actor_lr", "critic_lr",
                   "grad_clip", "t_min"):
         assert preset[field] == c.agent[field], field

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from rfm_jax._speed import min_critic
-from rfm_jax.agents import base, make_agent
+from rfm_jax.agents import base, make_agent, particles
 from rfm_jax.agents.rfm import UpdateNoise
 from rfm_jax.method import losses, schedules
 from rfm_jax.method.estimators import posterior_mean, tanh_boltzmann_log_prob
@@ -103,11 +103,11 @@ def test_sampler_candidates_and_selection_match(which):
     def one(obs_i, x_start, gumbel, greedy):
         cond = ACTOR_NET.apply(params, obs_i, TEMPERATURE, method=ACTOR_NET.condition)
         model_fn = lambda x, t: ACTOR_NET.apply(params, cond, x, t, method=ACTOR_NET.from_condition)  # noqa: E731
-        latents = base.integrate(model_fn, x_start, **ode)
-        chosen = base.sample_select(None, model_fn, lambda a: q_min(critic, obs_i, a),
-                                    num_particles=S["policy_particles"], action_dim=S["act"],
-                                    temperature=TEMPERATURE, greedy=greedy, noise=base.SampleNoise(x_start, gumbel),
-                                    **ode)
+        latents = particles.integrate(model_fn, x_start, **ode)
+        chosen = particles.sample_select(None, model_fn, lambda a: q_min(critic, obs_i, a),
+                                         num_particles=S["policy_particles"], action_dim=S["act"],
+                                         temperature=TEMPERATURE, greedy=greedy,
+                                         noise=particles.SampleNoise(x_start, gumbel), **ode)
         return latents, q_min(critic, obs_i, jnp.tanh(latents)), chosen
 
     run = jax.jit(jax.vmap(one, (0, 0, 0, None)), static_argnums=3)
@@ -185,7 +185,7 @@ def test_actor_target_loss_and_gradient_match():
 
 def agent_kwargs() -> dict:
     return dict(obs_dim=S["obs"], action_dim=S["act"], num_posterior_particles=S["posterior_particles"],
-                num_train_particles=S["policy_particles"], num_data_particles=S["policy_particles"],
+                num_train_particles=S["policy_particles"], num_act_particles=S["policy_particles"],
                 num_eval_particles=S["policy_particles"], num_ode_steps=S["euler_steps"], t_min=SET["t_min"],
                 actor_width=S["width"], actor_blocks=2, actor_embed_dim=S["embed"],
                 critic_hidden=tuple(S["critic_hidden"]), actor_lr=SET["actor_lr"], critic_lr=SET["critic_lr"],

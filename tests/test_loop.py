@@ -17,7 +17,7 @@ TASK = "cartpole-swingup"
 def setup():
     spec = envs.spec(TASK)
     agent = make_rfm(obs_dim=spec.obs_dim, action_dim=spec.action_dim, num_posterior_particles=2,
-                     num_train_particles=2, num_data_particles=2, num_eval_particles=3, num_ode_steps=2,
+                     num_train_particles=2, num_act_particles=2, num_eval_particles=3, num_ode_steps=2,
                      actor_width=8, actor_blocks=1, actor_embed_dim=4, critic_hidden=(8, 8))
     fns = compile_seeds(make_step_fns(agent, obs_dim=spec.obs_dim, action_dim=spec.action_dim, num_envs=1,
                                       replay_capacity=8, batch_size=2))

@@ -114,7 +114,7 @@ def test_rfm_update_equals_the_update_with_autodiff_of_the_min(monkeypatch):
 
     obs_dim, action_dim, batch_size = 4, 2, 32
     agent = make_agent("rfm", obs_dim=obs_dim, action_dim=action_dim, num_posterior_particles=8,
-                       num_train_particles=3, num_data_particles=3, num_eval_particles=3, num_ode_steps=2,
+                       num_train_particles=3, num_act_particles=3, num_eval_particles=3, num_ode_steps=2,
                        actor_width=16, actor_blocks=1, actor_embed_dim=4, critic_hidden=(32, 32),
                        particle_batch=4)
     k_obs, k_act, k_next = jax.random.split(jax.random.PRNGKey(1), 3)

@@ -232,7 +232,7 @@ def test_update_macs_match_method_and_qne_skips_the_input_gradient():
     from rfm_jax.infra.macs import COSTS
 
     settings = dict(obs_dim=17, action_dim=6, batch_size=256, num_posterior_particles=100, num_train_particles=32,
-                    num_data_particles=32, num_ode_steps=10, actor_width=256, actor_blocks=2)
+                    num_act_particles=32, num_ode_steps=10, actor_width=256, actor_blocks=2)
     rfm, qne = COSTS["rfm"](**settings), COSTS["qne"](**settings)
     assert round(rfm["total"] / 1e9, 1) == 29.7 and round(rfm["posterior"] / 1e9, 2) == 5.17
     assert round(COSTS["rfm"](**settings, shared_first_layer=False)["total"] / 1e9, 1) == 43.4

@@ -90,7 +90,7 @@ def test_train_step_writes_the_buffer_in_place():
 
     capacity = 4099  # a size no other array in the step has
     agent = make_agent("rfm", obs_dim=3, action_dim=2, num_posterior_particles=4, num_train_particles=2,
-                       num_data_particles=2, num_eval_particles=2, num_ode_steps=2, actor_width=16,
+                       num_act_particles=2, num_eval_particles=2, num_ode_steps=2, actor_width=16,
                        critic_hidden=(16, 16))
     fns = compile_seeds(make_step_fns(agent, obs_dim=3, action_dim=2, num_envs=1, replay_capacity=capacity,
                                       batch_size=8))

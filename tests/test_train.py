@@ -9,7 +9,7 @@ from rfm_jax.training.program import StepFns, compile_seeds, empty_transitions, 
 from rfm_jax.training.sweeps import expand, hyper_per_run, run_keys
 
 OBS, ACT, ENVS = 3, 2, 2
-TINY = dict(num_posterior_particles=4, num_train_particles=3, num_data_particles=2, num_eval_particles=3,
+TINY = dict(num_posterior_particles=4, num_train_particles=3, num_act_particles=2, num_eval_particles=3,
             num_ode_steps=2, actor_width=16, actor_blocks=1, actor_embed_dim=8, critic_hidden=(16, 16))
 
 

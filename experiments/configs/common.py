@@ -1,10 +1,23 @@
 """What every agent's config shares: the run protocol (task, seeds, steps, evaluation, logging),
-``sweep`` (hyperparameter values run as one program) and the preset mechanics.  Each
-``configs/<algo>.py`` adds ``algo``, ``agent`` (static: shapes, counts, modes, learning rates) and
-``hyper`` (sweepable leaves) and defines ``get_config`` and ``agent_kwargs``.
+``agent`` and ``hyper`` generated from the agent's own dataclasses (``rfm_jax.agents.SPECS``: the
+one place a default is written), ``sweep`` (hyperparameter values run as one program) and the
+preset mechanics.  A preset file ``configs/<name>.py`` holds only overrides:
+
+    CPU = {"total_steps": 40_000, "agent.actor_width": 128, ...}    # flattened field names
+    get_config = common.presets("rfm", cpu=CPU, smoke=SMOKE)
+
+``--config=experiments/configs/<name>.py:ARG`` with ARG a task (the agent's defaults at the
+reference protocol), or ``PRESET[,TASK]``.
 """
 
+import types
+import typing
+
+import jax
 from ml_collections import config_dict
+
+from rfm_jax import agents
+from rfm_jax.training.sweeps import sweep_values  # noqa: F401 - configs and scripts import it from here
 
 
 def protocol(task: str) -> config_dict.ConfigDict:
@@ -28,6 +41,52 @@ def protocol(task: str) -> config_dict.ConfigDict:
     return c
 
 
+def reference(algo: str, task: str = "cheetah-run") -> config_dict.ConfigDict:
+    """The reference protocol on ``task`` with agent ``algo``'s default settings and hyper fields."""
+    spec = agents.SPECS[algo]
+    c = protocol(task)
+    c.algo = algo  # agent in rfm_jax.agents.SPECS
+    types = typing.get_type_hints(spec.settings)
+    c.agent = config_dict.ConfigDict({k: _field(v, types[k]) for k, v in spec.default_settings().items()})
+    for old, new in agents.base.RENAMED.items():  # the old names, for one release (a DeprecationWarning)
+        if new in c.agent:
+            c.agent[old] = config_dict.placeholder(type(c.agent[new]) if c.agent[new] is not None else int)
+    hyper_types = typing.get_type_hints(type(spec.hyper))
+    c.hyper = config_dict.ConfigDict({k: _field(v, hyper_types[k]) for k, v in spec.default_hyper().items()})
+    return add_sweep(c)
+
+
+def _field(value, annotation):
+    """A config field holding ``value``: a typed placeholder when the field may be None, an
+    untyped one when it takes several types (e.g. a number or "none")."""
+    if typing.get_origin(annotation) not in (typing.Union, types.UnionType):
+        return value
+    kinds = [t for t in typing.get_args(annotation) if t is not type(None) and t is not jax.Array]
+    if len(kinds) > 1:
+        return config_dict.FieldReference(value, field_type=object)
+    if type(None) in typing.get_args(annotation):
+        return config_dict.FieldReference(value, field_type=kinds[0])
+    return value
+
+
+def presets(algo: str, reference_overrides: dict | None = None, **named: dict):
+    """``get_config`` of a preset file: the reference config of ``algo`` (with
+    ``reference_overrides``) and each named preset's flattened overrides on top of it (default
+    task cartpole-swingup)."""
+
+    def base(task: str = "cheetah-run") -> config_dict.ConfigDict:
+        c = reference(algo, task)
+        c.update_from_flattened_dict(reference_overrides or {})
+        return c
+
+    builders = {"reference": base, **{name: preset(base, overrides) for name, overrides in named.items()}}
+
+    def get_config(arg: str | None = None) -> config_dict.ConfigDict:
+        return choose(arg, builders)
+
+    return get_config
+
+
 def add_sweep(c: config_dict.ConfigDict) -> config_dict.ConfigDict:
     """``c.sweep.<field>``: comma-separated values of a hyper field, e.g. 0.01,0.02,0.05; every
     run of the grid (seeds x values) trains in one program.  Static (agent) fields have an entry
@@ -36,23 +95,6 @@ def add_sweep(c: config_dict.ConfigDict) -> config_dict.ConfigDict:
     for field in (*c.hyper.keys(), *c.agent.keys()):
         c.sweep[field] = config_dict.placeholder(str)  # comma-separated values; None: not swept
     return c
-
-
-def sweep_values(config) -> dict:
-    """{field: [float, ...]} of the fields given in ``config.sweep``; a static field or a value
-    that is not a number raises a one-line ValueError naming it."""
-    out = {}
-    for field, text in config.sweep.items():
-        if text is None:
-            continue
-        if field in config.agent and field not in config.hyper:
-            raise ValueError(f"config.sweep.{field}: `{field}` is static (a shape, count or mode: changing it "
-                             f"recompiles) and cannot be swept; sweepable: {', '.join(config.hyper.keys())}")
-        try:
-            out[field] = [float(v) for v in str(text).split(",") if v.strip()]
-        except ValueError:
-            raise ValueError(f"config.sweep.{field}: expected comma-separated numbers, got {text!r}") from None
-    return out
 
 
 def preset(builder, overrides: dict):
@@ -72,3 +114,10 @@ def choose(arg: str | None, builders: dict) -> config_dict.ConfigDict:
     if name not in builders:  # a bare task name means the reference defaults on that task
         name, task = "reference", name
     return builders[name](task) if task else builders[name]()
+
+
+def for_agent(algo: str, overrides: dict) -> dict:
+    """``overrides`` without the ``agent.`` fields that agent ``algo`` does not have (to reuse
+    another agent's preset sizes)."""
+    fields = agents.SPECS[algo].default_settings()
+    return {k: v for k, v in overrides.items() if not k.startswith("agent.") or k.split(".", 1)[1] in fields}

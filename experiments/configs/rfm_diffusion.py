@@ -4,25 +4,8 @@ cosine-VP epsilon network regressed onto the optimal control-variate estimate of
 smoke[,TASK]).  It is ``rfm.py`` with ``agent.policy=diffusion``, so every RFM field applies.
 """
 
-from configs import common
-from configs import rfm as rfm_configs
+from configs import common, rfm
 
+DIFFUSION = {"agent.policy": "diffusion"}  # epsilon network on the diffusion_schedule path, DDIM sampler
 
-def reference(task: str = "cheetah-run"):
-    c = rfm_configs.reference(task)
-    c.agent.policy = "diffusion"  # epsilon network on the diffusion_schedule path, DDIM sampler
-    return c
-
-
-CPU = dict(rfm_configs.CPU)  # the same sizes as RFM's presets
-SMOKE = dict(rfm_configs.SMOKE)
-
-cpu = common.preset(reference, CPU)
-smoke = common.preset(reference, SMOKE)
-
-
-def get_config(arg: str | None = None):
-    return common.choose(arg, {"reference": reference, "cpu": cpu, "smoke": smoke})
-
-
-agent_kwargs = rfm_configs.agent_kwargs
+get_config = common.presets("rfm", DIFFUSION, cpu={**rfm.CPU, **DIFFUSION}, smoke={**rfm.SMOKE, **DIFFUSION})

@@ -6,7 +6,7 @@
 
 in row-major order, reshaped to ``shape``: an N(0, I) draw like ``jax.random.normal(key, shape)``,
 but cut from a 16-wide array (so not the same numbers for the same key).  Every normal draw of
-the agents and networks goes through it (the estimators' through ``agents.base.SOURCE``).
+the agents and networks goes through it (the estimators' through ``agents.particles.SOURCE``).
 
 Why: the agents draw [particles, A] noise with A = 6 action columns.  XLA fuses a draw (threefry
 bits, then erf_inv) into its consumers, whose innermost loop then runs over those 6 columns and

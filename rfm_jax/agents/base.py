@@ -1,5 +1,6 @@
-"""The agent core every agent shares: the one interface, the critic ensemble, Polyak averaging and
-particle sampling with Boltzmann selection.  Pure functions; state goes in and comes out.
+"""What every agent shares: the one interface, its description for the registry and the configs,
+the factory that checks settings, the hyperparameter checks, one gradient step, the critic
+ensemble and Polyak averaging.  Pure functions; state goes in and comes out.
 
 Interface (``Agent``), for one seed (vmap it over seeds and sweeps):
 
@@ -15,13 +16,19 @@ Critic ensemble (K critics, per-critic loss, clip and Adam; docs/method.md secti
     L_k     = mean_b (Q_k(s_b, a_b) - y_b)^2,   each critic clipped and stepped on its own
     Qbar_k <- (1 - tau) Qbar_k + tau Q_k
 
-Particle sampling: P latents per state through the policy's ODE (Euler on a velocity, or DDIM on
-an epsilon / score network), then argmax_i Q(s, tanh u_i) (greedy) or a draw from
-softmax_i(Q(s, tanh u_i) / lambda).
+An agent file defines a frozen settings dataclass (static: shapes, counts, modes, learning rates;
+each field with its default and a one-line comment), a hyper dataclass (sweepable leaves, the
+same) and one ``AgentSpec`` per registered name (``SPECS``).  Those dataclasses are the only place
+a default is written: ``make`` builds the agent from them, and the configs are generated from them.
+A preset of another agent (QNE and DQS of RFM) is a spec with ``fixed`` settings and its own
+``defaults``.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import warnings
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -29,22 +36,18 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from rfm_jax._speed import normal_rows
-from rfm_jax.method import estimators, losses, schedules
+from rfm_jax.method import losses
 from rfm_jax.method.validation import check_positive_int, check_rank
-from rfm_jax.networks import BLOCKS, CriticEnsemble
+from rfm_jax.networks import CriticEnsemble
 
-Array = jax.Array
-# The latent bound of a clean-latent prediction: |tanh u| <= 0.999.  Clipping the DDIM's x1 prediction
-# here is the latent form of the "clip denoised" to [-1, 1] that the reference diffusion agents use.
-U_MAX = float(np.arctanh(0.999))
-# p0 = N(0, I) of every estimator and loss the agents call, drawn as 16-wide rows (``rfm_jax._speed``).
-SOURCE = estimators.standard_normal(normal_rows.normal)
+# Settings renamed in 0.2.0: the old name still works, with a warning, until the next release.
+RENAMED = {"num_data_particles": "num_act_particles"}
 
 
 class Agent(NamedTuple):
     """The one interface of every agent (module docstring).  ``hyper`` holds the defaults of the
-    agent's hyperparameter pytree; ``name`` is its registry name."""
+    agent's hyperparameter pytree, ``settings`` the static settings it was built with and ``name``
+    its registry name."""
 
     name: str
     init: Any
@@ -52,6 +55,75 @@ class Agent(NamedTuple):
     update: Any
     hyper: Any
     check_hyper: Any
+    settings: Any = None
+
+
+class AgentSpec(NamedTuple):
+    """One registered agent: ``build(settings, *, obs_dim, action_dim, name) -> Agent`` (``name``
+    is the factory's name for its errors) from an instance of the ``settings`` dataclass;
+    ``hyper`` the default hyper pytree and ``check_hyper(hyper, name)`` its checks.  A preset of
+    another agent fixes some settings (``fixed``: absent from its config, refused by its factory,
+    ``fixed_why`` says why in that error), changes others' defaults (``defaults``) and may show
+    only some hyper fields in its config (``hyper_fields``)."""
+
+    name: str
+    build: Callable
+    settings: type
+    hyper: Any
+    check_hyper: Callable
+    fixed: dict = {}
+    fixed_why: str = ""
+    defaults: dict = {}
+    hyper_fields: tuple | None = None
+    base_factory: str = ""  # the factory that can change the fixed settings
+
+    def default_settings(self) -> dict:
+        """{field: default} of the settings a user may set (the fixed ones left out)."""
+        fields = {f.name: f.default for f in dataclasses.fields(self.settings)}
+        return {k: self.defaults.get(k, v) for k, v in fields.items() if k not in self.fixed}
+
+    def default_hyper(self) -> dict:
+        """{field: default} of the hyper fields the config shows."""
+        leaves = hyper_leaves(self.hyper)
+        return {k: v for k, v in leaves.items() if self.hyper_fields is None or k in self.hyper_fields}
+
+
+def make(spec: AgentSpec, *, obs_dim: int, action_dim: int, **settings) -> Agent:
+    """The agent of ``spec`` with ``settings`` over its defaults: an unknown or fixed setting is a
+    one-line ValueError naming it, a renamed one (``RENAMED``) a DeprecationWarning."""
+    name = f"make_{spec.name}"
+    for old, new in RENAMED.items():
+        if old in settings:
+            if new in settings:
+                raise ValueError(f"{name}: `{old}` is the old name of `{new}`; give only `{new}`.")
+            warnings.warn(f"{name}: `{old}` is renamed `{new}` (0.2.0); the old name goes in the next release.",
+                          DeprecationWarning, stacklevel=3)
+            settings[new] = settings.pop(old)
+    known = spec.default_settings()
+    for arg in settings:
+        if arg in spec.fixed:
+            raise ValueError(f"{name}: `{arg}` is fixed by {spec.name.upper()} ({spec.fixed_why}); use "
+                             f"{spec.base_factory} to change it.")
+        if arg not in known:
+            raise ValueError(f"{name}: unknown setting `{arg}`; settings: {', '.join(known)}.")
+    resolved = spec.settings(**{**known, **settings, **spec.fixed})
+    agent = spec.build(resolved, obs_dim=obs_dim, action_dim=action_dim, name=name)
+    return agent._replace(name=spec.name, hyper=spec.hyper, settings=resolved,
+                          check_hyper=lambda hyper: spec.check_hyper(hyper, spec.name))
+
+
+def gradient_step(loss_fn: Callable, params, opt_state, opt_update: Callable):
+    """One optimiser step on ``loss_fn(params) -> (loss, aux)``: returns (params, opt_state,
+    (loss, aux), grads).  ``opt_update(grads, opt_state) -> (updates, opt_state)`` (an optax
+    transformation's ``update``, or its vmap over an ensemble axis)."""
+    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    updates, opt_state = opt_update(grads, opt_state)
+    return optax.apply_updates(params, updates), opt_state, (loss, aux), grads
+
+
+def polyak(online, target, tau):
+    """Qbar <- (1 - tau) Qbar + tau Q, leaf by leaf."""
+    return optax.incremental_update(online, target, tau)
 
 
 def check_choice(name: str, arg: str, value, allowed) -> None:
@@ -65,16 +137,6 @@ def check_positive(name: str, **values) -> None:
     for arg, value in values.items():
         if not (value > 0 and np.isfinite(value)):
             raise ValueError(f"{name}: `{arg}` must be finite and > 0, got {value}.")
-
-
-def check_policy_net(name: str, *, actor_block: str, actor_embed_dim: int, t_min: float, actor_lr: float) -> None:
-    """The checks every flow / diffusion policy network shares (``PolicyNet`` and its sampler)."""
-    check_choice(name, "actor_block", actor_block, BLOCKS)
-    if actor_embed_dim % 2 or actor_embed_dim < 4:
-        raise ValueError(f"{name}: `actor_embed_dim` must be even and >= 4, got {actor_embed_dim}.")
-    if not 0.0 < t_min < 0.5:
-        raise ValueError(f"{name}: `t_min` must lie in (0, 0.5), got {t_min}.")
-    check_positive(name, actor_lr=actor_lr)
 
 
 def gradient_clip(name: str, grad_clip) -> optax.GradientTransformation:
@@ -148,71 +210,11 @@ def make_critics(*, num_critics: int, hidden, lr: float, grad_clip, name: str = 
             loss_k = jnp.mean(aux.td_error**2, axis=0)  # [K]; critic k's loss depends on its params only
             return jnp.sum(loss_k), (loss_k, q_tm1, aux.target)
 
-        grads, (loss_k, q_tm1, target) = jax.grad(loss_fn, has_aux=True)(params)
-        updates, opt_state = jax.vmap(opt.update)(grads, opt_state)
+        params, opt_state, (_, (loss_k, q_tm1, target)), grads = gradient_step(
+            loss_fn, params, opt_state, jax.vmap(opt.update))
         metrics = {"critic_loss": jnp.mean(loss_k), "q_mean": jnp.mean(q_tm1),
                    "q_std": jnp.std(jnp.min(q_tm1, axis=-1)), "td_target_mean": jnp.mean(target),
                    "critic_grad_norm": jnp.mean(jax.vmap(optax.tree.norm)(grads))}
-        return optax.apply_updates(params, updates), opt_state, metrics
+        return params, opt_state, metrics
 
     return Critics(init=init, apply=module.apply, step=step)
-
-
-def polyak(online, target, tau):
-    """Qbar <- (1 - tau) Qbar + tau Q, leaf by leaf."""
-    return optax.incremental_update(online, target, tau)
-
-
-def select(key: Array, q: Array, temperature, greedy: bool) -> Array:
-    """Index into P particles: argmax q (greedy) or a draw from softmax(q / temperature).  q: [P]."""
-    check_rank("select", "q", q, 1, "[P]")
-    return jnp.argmax(q) if greedy else jax.random.categorical(key, q / temperature)
-
-
-def integrate(model_fn, x_start: Array, *, policy: str, schedule, num_steps: int, t_min: float,
-              x1_bound: float | None = None) -> Array:
-    """Latents [P, A] from noise x_start [P, A]: Euler on a velocity (``policy="flow"``) or DDIM on
-    an epsilon network (``"diffusion"``, its x1 prediction clipped to ``x1_bound`` when given) from
-    t_min to 1 - t_min.  ``model_fn(x [P, A], t []) -> [P, A]``."""
-    kwargs = dict(num_steps=num_steps, t_start=t_min, t_end=1 - t_min)
-    if policy == "flow":
-        return schedules.sample_euler(model_fn, x_start, **kwargs)
-    return schedules.sample_ddim(model_fn, x_start, schedule=schedule, x1_bound=x1_bound, **kwargs)
-
-
-class SampleNoise(NamedTuple):
-    """The draws of ``sample_select`` at one state, given instead of a key: the ODE's starts
-    x_start [P, A] and Gumbel noise [P] of the Boltzmann choice (unused when greedy)."""
-
-    x_start: Array
-    gumbel: Array
-
-
-def sample_select(key: Array, model_fn, q_fn, *, num_particles: int, action_dim: int, temperature, greedy: bool,
-                  noise: SampleNoise | None = None, **integrate_kwargs) -> Array:
-    """One latent u [A] at one state: ``num_particles`` latents by ``integrate``, then ``select``
-    on ``q_fn(tanh u [P, A]) -> [P]``.  With ``noise`` the draws are given (the key is unused) and
-    the Boltzmann choice is argmax(q / lambda + gumbel), the same rule as ``jax.random.categorical``."""
-    if noise is None:
-        key_start, key_select = jax.random.split(key)
-        x_start = normal_rows.normal(key_start, (num_particles, action_dim))
-    else:
-        x_start = noise.x_start
-    latents = integrate(model_fn, x_start, **integrate_kwargs)
-    q = q_fn(jnp.tanh(latents))
-    if noise is None:
-        index = select(key_select, q, temperature, greedy)
-    else:
-        index = jnp.argmax(q if greedy else q / temperature + noise.gumbel)
-    return latents[index]
-
-
-def map_states(fn, key: Array, obs: Array, chunk: int | None, noise=None) -> Array:
-    """``fn(key_i, obs_i)`` over states obs [N, O] with one key each, or ``fn(key_i, obs_i,
-    noise_i)`` when a pytree ``noise`` of leading axis N is given: one vmap (chunk None) or
-    ``lax.map`` in chunks of ``chunk`` states (same numbers, less memory)."""
-    keys = jax.random.split(key, obs.shape[0])
-    args = (keys, obs) if noise is None else (keys, obs, noise)
-    if chunk is None:
-        return jax.vmap(fn)(*args)
-    return jax.lax.map(lambda a: fn(*a), args, batch_size=chunk)

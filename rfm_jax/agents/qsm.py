@@ -26,14 +26,15 @@ constant 1 in place of RFM's temperature input.
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import optax
 from flax import struct
 
 from rfm_jax._speed import normal_rows
-from rfm_jax.agents import base
-from rfm_jax.agents.rfm import RFMState, init_state
+from rfm_jax.agents import base, particles
 from rfm_jax.method import losses, schedules
 from rfm_jax.method.validation import check_positive_int, check_rank
 from rfm_jax.networks import PolicyNet
@@ -52,48 +53,57 @@ class QSMHyper:
     tau: Array | float = 0.005  # Polyak rate of the target critics
 
 
-def check_hyper(hyper: QSMHyper) -> None:
+def check_hyper(hyper: QSMHyper, name: str = "qsm") -> None:
     """A one-line ValueError naming the first out-of-range field."""
-    base.check_leaf("qsm", "score_scale", hyper.score_scale, lambda v: v > 0, "> 0")
-    base.check_leaf("qsm", "exploration_noise", hyper.exploration_noise, lambda v: v >= 0, ">= 0")
-    base.check_common_hyper("qsm", hyper)
+    base.check_leaf(name, "score_scale", hyper.score_scale, lambda v: v > 0, "> 0")
+    base.check_leaf(name, "exploration_noise", hyper.exploration_noise, lambda v: v >= 0, ">= 0")
+    base.check_common_hyper(name, hyper)
 
 
-def make_qsm(
-    *,
-    obs_dim: int,
-    action_dim: int,
-    num_eval_particles: int = 32,
-    num_ode_steps: int = 20,
-    t_min: float = 0.01,
-    actor_width: int = 256,
-    actor_blocks: int = 2,
-    actor_block: str = "reference",
-    actor_embed_dim: int = 128,
-    critic_hidden: tuple[int, ...] = (256, 256),
-    num_critics: int = 2,
-    actor_lr: float = 3e-4,
-    critic_lr: float = 1e-3,
-    grad_clip: float | str | None = 10.0,
-) -> base.Agent:
-    """Build QSM's pure functions; every argument is static and means what it means for ``make_rfm``."""
-    name = "make_qsm"
-    for arg, value in (("obs_dim", obs_dim), ("action_dim", action_dim), ("num_eval_particles", num_eval_particles),
-                       ("num_ode_steps", num_ode_steps), ("actor_width", actor_width), ("actor_blocks", actor_blocks)):
+@dataclasses.dataclass(frozen=True)
+class QSMSettings:
+    """Static settings (shapes, counts, learning rates): changing one recompiles."""
+
+    num_eval_particles: int = 32  # policy samples per state when evaluating (argmax-Q)
+    num_ode_steps: int = 20  # DDIM steps from t_min to 1 - t_min on the VP path (QSM: 20)
+    t_min: float = 0.01  # t is kept in [t_min, 1 - t_min]
+    actor_width: int = 256  # width of the policy network
+    actor_blocks: int = 2  # residual blocks in that network
+    actor_block: str = "reference"  # reference: h + GELU(Dense h); prenorm: h + Dense GELU Dense LayerNorm h
+    actor_embed_dim: int = 128  # sinusoidal embedding size of t and of lambda (each)
+    critic_hidden: tuple[int, ...] = (256, 256)  # hidden sizes of each critic MLP
+    num_critics: int = 2  # critics in the ensemble (the TD target and the actor use their min)
+    actor_lr: float = 3e-4  # Adam learning rate of the policy network
+    critic_lr: float = 1e-3  # Adam learning rate of the critics
+    grad_clip: float | str | None = 10.0  # global-norm clip of the actor's and each critic's gradient; none: no clip
+
+
+def make_qsm(*, obs_dim: int, action_dim: int, **settings) -> base.Agent:
+    """Build QSM's pure functions; ``settings`` override
+    ``QSMSettings``'s defaults (all static) and means what it means for ``make_rfm``."""
+    return base.make(SPEC, obs_dim=obs_dim, action_dim=action_dim, **settings)
+
+
+def build(s: QSMSettings, *, obs_dim: int, action_dim: int, name: str = "make_qsm") -> base.Agent:
+    """The agent of settings ``s``; ``name`` names the factory in errors."""
+    for arg, value in (("obs_dim", obs_dim), ("action_dim", action_dim), ("num_eval_particles", s.num_eval_particles),
+                       ("num_ode_steps", s.num_ode_steps), ("actor_width", s.actor_width),
+                       ("actor_blocks", s.actor_blocks)):
         check_positive_int(name, arg, value)
-    base.check_policy_net(name, actor_block=actor_block, actor_embed_dim=actor_embed_dim, t_min=t_min,
-                          actor_lr=actor_lr)
+    particles.check_policy_net(name, actor_block=s.actor_block, actor_embed_dim=s.actor_embed_dim, t_min=s.t_min,
+                          actor_lr=s.actor_lr)
 
-    critics = base.make_critics(num_critics=num_critics, hidden=critic_hidden, lr=critic_lr, grad_clip=grad_clip,
-                                name=name)
+    critics = base.make_critics(num_critics=s.num_critics, hidden=s.critic_hidden, lr=s.critic_lr,
+                                grad_clip=s.grad_clip, name=name)
     schedule = schedules.vp()
-    actor = PolicyNet(obs_dim, action_dim, actor_width, actor_blocks, actor_embed_dim, actor_block)
-    actor_opt = optax.chain(base.gradient_clip(name, grad_clip), optax.adam(actor_lr))
-    ode = dict(policy="diffusion", schedule=schedule, num_steps=num_ode_steps, t_min=t_min, x1_bound=base.U_MAX)
+    actor = PolicyNet(obs_dim, action_dim, s.actor_width, s.actor_blocks, s.actor_embed_dim, s.actor_block)
+    actor_opt = optax.chain(base.gradient_clip(name, s.grad_clip), optax.adam(s.actor_lr))
+    ode = dict(policy="diffusion", schedule=schedule, num_steps=s.num_ode_steps, t_min=s.t_min,
+               x1_bound=particles.U_MAX)
     one = jnp.ones(())  # the network's temperature input, unused by QSM
 
-    def init(key: Array, hyper: QSMHyper) -> RFMState:
-        return init_state(key, hyper, actor=actor, actor_opt=actor_opt, critics=critics, obs_dim=obs_dim,
+    def init(key: Array, hyper: QSMHyper) -> particles.ParticleState:
+        return particles.init_state(key, hyper, actor=actor, actor_opt=actor_opt, critics=critics, obs_dim=obs_dim,
                           action_dim=action_dim)
 
     def q_min(critic_params, obs, action):
@@ -103,13 +113,13 @@ def make_qsm(
         """P latents [P, A] at one state obs [O] by clipped DDIM."""
         cond = actor.apply(actor_params, obs, one, method=actor.condition)
         model_fn = lambda x, t: actor.apply(actor_params, cond, x, t, method=actor.from_condition)  # noqa: E731
-        return base.integrate(model_fn, normal_rows.normal(key, (num_particles, action_dim)), **ode)
+        return particles.integrate(model_fn, normal_rows.normal(key, (num_particles, action_dim)), **ode)
 
-    def act(state: RFMState, key: Array, obs: Array, greedy: bool = False) -> Array:
+    def act(state: particles.ParticleState, key: Array, obs: Array, greedy: bool = False) -> Array:
         check_rank("qsm.act", "obs", obs, 1, "[O]")
         key_sample, key_noise = jax.random.split(key)
         if greedy:
-            u = sample(state.actor_params, key_sample, obs, num_eval_particles)
+            u = sample(state.actor_params, key_sample, obs, s.num_eval_particles)
             return jnp.tanh(u[jnp.argmax(q_min(state.critic_params, obs, jnp.tanh(u)))])
         a = jnp.tanh(sample(state.actor_params, key_sample, obs, 1)[0])
         noise = state.hyper.exploration_noise * normal_rows.normal(key_noise, a.shape)
@@ -123,20 +133,20 @@ def make_qsm(
             noise_fn = lambda x, t: actor.apply(actor_params, obs, x, t, one)  # noqa: E731
             q_fn = lambda u: q_min(critic_params, obs, jnp.tanh(u))  # noqa: E731
             return losses.qsm_loss(key_i, noise_fn, q_fn, u1_i, schedule=schedule, scale=state.hyper.score_scale,
-                                   t_min=t_min, source=base.SOURCE)
+                                   t_min=s.t_min, source=particles.SOURCE)
 
         def batch_loss(actor_params):
             keys = jax.random.split(key, batch.obs.shape[0])
             loss, (_, _, target) = jax.vmap(loss_one, (None, 0, 0, 0))(actor_params, keys, batch.obs, u1)
             return jnp.mean(loss), target
 
-        (loss, target), grads = jax.value_and_grad(batch_loss, has_aux=True)(state.actor_params)
-        updates, opt_state = actor_opt.update(grads, state.actor_opt_state)
+        actor_params, opt_state, (loss, target), grads = base.gradient_step(
+            batch_loss, state.actor_params, state.actor_opt_state, actor_opt.update)
         metrics = {"actor_loss": loss, "target_norm": jnp.mean(jnp.linalg.norm(target, axis=-1)),
                    "actor_grad_norm": optax.tree.norm(grads)}
-        return optax.apply_updates(state.actor_params, updates), opt_state, metrics
+        return actor_params, opt_state, metrics
 
-    def update(state: RFMState, key: Array, batch: replay.Transition):
+    def update(state: particles.ParticleState, key: Array, batch: replay.Transition):
         check_rank("qsm.update", "batch.obs", batch.obs, 2, "[B, O]")
         key_next, key_actor = jax.random.split(key)
         keys = jax.random.split(key_next, batch.obs.shape[0])
@@ -152,3 +162,8 @@ def make_qsm(
         return new_state, {**critic_metrics, **actor_metrics}
 
     return base.Agent(name="qsm", init=init, act=act, update=update, hyper=QSMHyper(), check_hyper=check_hyper)
+
+
+SPEC = base.AgentSpec(name="qsm", build=build, settings=QSMSettings, hyper=QSMHyper(),
+                      check_hyper=check_hyper)
+SPECS = (SPEC,)  # what the registry finds in this file

@@ -31,14 +31,15 @@ and the uniform actions of the entropy term are drawn in (-0.999, 0.999) and map
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import optax
 from flax import struct
 
 from rfm_jax._speed import normal_rows
-from rfm_jax.agents import base
-from rfm_jax.agents.rfm import RFMState, init_state, resolve_sample_chunk
+from rfm_jax.agents import base, particles
 from rfm_jax.method import schedules
 from rfm_jax.method.validation import check_positive_int, check_rank
 from rfm_jax.networks import PolicyNet
@@ -57,11 +58,11 @@ class QVPOHyper:
     tau: Array | float = 0.005  # Polyak rate of the target critics
 
 
-def check_hyper(hyper: QVPOHyper) -> None:
+def check_hyper(hyper: QVPOHyper, name: str = "qvpo") -> None:
     """A one-line ValueError naming the first out-of-range field."""
-    base.check_leaf("qvpo", "temperature", hyper.temperature, lambda v: v > 0, "> 0")
-    base.check_leaf("qvpo", "entropy_weight", hyper.entropy_weight, lambda v: v >= 0, ">= 0")
-    base.check_common_hyper("qvpo", hyper)
+    base.check_leaf(name, "temperature", hyper.temperature, lambda v: v > 0, "> 0")
+    base.check_leaf(name, "entropy_weight", hyper.entropy_weight, lambda v: v >= 0, ">= 0")
+    base.check_common_hyper(name, hyper)
 
 
 def q_weights(q: Array) -> Array:
@@ -70,69 +71,77 @@ def q_weights(q: Array) -> Array:
     return jnp.maximum(q - jnp.mean(q), 0.0)
 
 
-def make_qvpo(
-    *,
-    obs_dim: int,
-    action_dim: int,
-    num_train_particles: int = 64,
-    num_data_particles: int = 32,
-    num_eval_particles: int = 32,
-    num_ode_steps: int = 20,
-    t_min: float = 0.01,
-    actor_width: int = 256,
-    actor_blocks: int = 2,
-    actor_block: str = "reference",
-    actor_embed_dim: int = 128,
-    critic_hidden: tuple[int, ...] = (256, 256),
-    num_critics: int = 2,
-    actor_lr: float = 3e-4,
-    critic_lr: float = 1e-3,
-    grad_clip: float | str | None = 10.0,
-    sample_chunk: int | None = None,
-) -> base.Agent:
-    """Build QVPO's pure functions; every argument is static.  The arguments mean what they mean for
+@dataclasses.dataclass(frozen=True)
+class QVPOSettings:
+    """Static settings (shapes, counts, learning rates): changing one recompiles."""
+
+    num_train_particles: int = 64  # policy samples per state that the Q-weighted loss trains on (QVPO: 64)
+    num_act_particles: int = 32  # policy samples per state when acting in training (Boltzmann-resampled)
+    num_eval_particles: int = 32  # policy samples per state when evaluating (argmax-Q)
+    num_ode_steps: int = 20  # DDIM steps from t_min to 1 - t_min (QVPO: 20)
+    t_min: float = 0.01  # t is kept in [t_min, 1 - t_min]
+    actor_width: int = 256  # width of the policy network
+    actor_blocks: int = 2  # residual blocks in that network
+    actor_block: str = "reference"  # reference: h + GELU(Dense h); prenorm: h + Dense GELU Dense LayerNorm h
+    actor_embed_dim: int = 128  # sinusoidal embedding size of t and of lambda (each)
+    critic_hidden: tuple[int, ...] = (256, 256)  # hidden sizes of each critic MLP
+    num_critics: int = 2  # critics in the ensemble (the TD target and the actor use their min)
+    actor_lr: float = 3e-4  # Adam learning rate of the policy network
+    critic_lr: float = 1e-3  # Adam learning rate of the critics
+    grad_clip: float | str | None = 10.0  # global-norm clip of the actor's and each critic's gradient; none: no clip
+    sample_chunk: int | None = None  # sampler states per lax.map chunk; 0: one vmap; None: auto
+
+
+def make_qvpo(*, obs_dim: int, action_dim: int, **settings) -> base.Agent:
+    """Build QVPO's pure functions; ``settings`` override
+    ``QVPOSettings``'s defaults (all static).  The arguments mean what they mean for
     ``make_rfm``; ``num_train_particles`` is the number of weighted samples per state (QVPO: 64)."""
-    name = "make_qvpo"
-    for arg, value in (("obs_dim", obs_dim), ("action_dim", action_dim), ("num_data_particles", num_data_particles),
-                       ("num_eval_particles", num_eval_particles), ("num_ode_steps", num_ode_steps),
-                       ("actor_width", actor_width), ("actor_blocks", actor_blocks)):
+    return base.make(SPEC, obs_dim=obs_dim, action_dim=action_dim, **settings)
+
+
+def build(s: QVPOSettings, *, obs_dim: int, action_dim: int, name: str = "make_qvpo") -> base.Agent:
+    """The agent of settings ``s``; ``name`` names the factory in errors."""
+    for arg, value in (("obs_dim", obs_dim), ("action_dim", action_dim), ("num_act_particles", s.num_act_particles),
+                       ("num_eval_particles", s.num_eval_particles), ("num_ode_steps", s.num_ode_steps),
+                       ("actor_width", s.actor_width), ("actor_blocks", s.actor_blocks)):
         check_positive_int(name, arg, value)
-    check_positive_int(name, "num_train_particles", num_train_particles, 2)  # a mean needs two samples
-    if sample_chunk not in (None, "auto"):
-        check_positive_int(name, "sample_chunk", sample_chunk, minimum=0)
-    base.check_policy_net(name, actor_block=actor_block, actor_embed_dim=actor_embed_dim, t_min=t_min,
-                          actor_lr=actor_lr)
+    check_positive_int(name, "num_train_particles", s.num_train_particles, 2)  # a mean needs two samples
+    if s.sample_chunk not in (None, "auto"):
+        check_positive_int(name, "sample_chunk", s.sample_chunk, minimum=0)
+    particles.check_policy_net(name, actor_block=s.actor_block, actor_embed_dim=s.actor_embed_dim, t_min=s.t_min,
+                          actor_lr=s.actor_lr)
 
-    critics = base.make_critics(num_critics=num_critics, hidden=critic_hidden, lr=critic_lr, grad_clip=grad_clip,
-                                name=name)
+    critics = base.make_critics(num_critics=s.num_critics, hidden=s.critic_hidden, lr=s.critic_lr,
+                                grad_clip=s.grad_clip, name=name)
     schedule = schedules.cosine()
-    actor = PolicyNet(obs_dim, action_dim, actor_width, actor_blocks, actor_embed_dim, actor_block)
-    actor_opt = optax.chain(base.gradient_clip(name, grad_clip), optax.adam(actor_lr))
-    chunk = resolve_sample_chunk(sample_chunk, num_train_particles)
-    ode = dict(policy="diffusion", schedule=schedule, num_steps=num_ode_steps, t_min=t_min, x1_bound=base.U_MAX)
+    actor = PolicyNet(obs_dim, action_dim, s.actor_width, s.actor_blocks, s.actor_embed_dim, s.actor_block)
+    actor_opt = optax.chain(base.gradient_clip(name, s.grad_clip), optax.adam(s.actor_lr))
+    chunk = particles.resolve_sample_chunk(s.sample_chunk, s.num_train_particles)
+    ode = dict(policy="diffusion", schedule=schedule, num_steps=s.num_ode_steps, t_min=s.t_min,
+               x1_bound=particles.U_MAX)
 
-    def init(key: Array, hyper: QVPOHyper) -> RFMState:
-        return init_state(key, hyper, actor=actor, actor_opt=actor_opt, critics=critics, obs_dim=obs_dim,
+    def init(key: Array, hyper: QVPOHyper) -> particles.ParticleState:
+        return particles.init_state(key, hyper, actor=actor, actor_opt=actor_opt, critics=critics, obs_dim=obs_dim,
                           action_dim=action_dim)
 
     def samples(actor_params, critic_params, key, obs, temperature, num_particles):
         """P latents u [P, A] at one state obs [O] by DDIM, and their q = min_k Q_k(s, tanh u) [P]."""
         cond = actor.apply(actor_params, obs, temperature, method=actor.condition)
         model_fn = lambda x, t: actor.apply(actor_params, cond, x, t, method=actor.from_condition)  # noqa: E731
-        u = base.integrate(model_fn, normal_rows.normal(key, (num_particles, action_dim)), **ode)
+        u = particles.integrate(model_fn, normal_rows.normal(key, (num_particles, action_dim)), **ode)
         return u, jnp.min(critics.apply(critic_params, obs, jnp.tanh(u)), axis=-1)
 
-    def act(state: RFMState, key: Array, obs: Array, greedy: bool = False) -> Array:
+    def act(state: particles.ParticleState, key: Array, obs: Array, greedy: bool = False) -> Array:
         check_rank("qvpo.act", "obs", obs, 1, "[O]")
         key_sample, key_select = jax.random.split(key)
-        particles = num_eval_particles if greedy else num_data_particles
-        u, q = samples(state.actor_params, state.critic_params, key_sample, obs, state.hyper.temperature, particles)
-        return jnp.tanh(u[base.select(key_select, q, state.hyper.temperature, greedy)])
+        num_particles = s.num_eval_particles if greedy else s.num_act_particles
+        u, q = samples(state.actor_params, state.critic_params, key_sample, obs, state.hyper.temperature, num_particles)
+        return jnp.tanh(u[particles.select(key_select, q, state.hyper.temperature, greedy)])
 
     def denoising(actor_params, key, obs, u, temperature):
         """l(u) at one random t and noise per sample: obs [B, O], u [B, P, A] -> [B, P]."""
         key_t, key_noise = jax.random.split(key)
-        t = jax.random.uniform(key_t, u.shape[:2], minval=t_min, maxval=1.0 - t_min)
+        t = jax.random.uniform(key_t, u.shape[:2], minval=s.t_min, maxval=1.0 - s.t_min)
         eps = normal_rows.normal(key_noise, u.shape)
         u_t = schedule.alpha(t)[..., None] * u + schedule.beta(t)[..., None] * eps
         eps_hat = actor.apply(actor_params, obs[:, None], u_t, t, temperature)
@@ -144,31 +153,31 @@ def make_qvpo(
         hyper = state.hyper
         key_q, key_uniform, key_entropy = jax.random.split(key, 3)
         weights = weights / jnp.maximum(jnp.mean(weights), 1e-12)
-        u = jnp.clip(u, -base.U_MAX, base.U_MAX)  # a saturated sample (|a| > 0.999) is learnt as |a| = 0.999
-        a_uniform = jax.random.uniform(key_uniform, u.shape, minval=-0.999, maxval=0.999)  # |arctanh| <= base.U_MAX
+        u = jnp.clip(u, -particles.U_MAX, particles.U_MAX)  # a saturated sample (|a| > 0.999) is learnt as |a| = 0.999
+        a_uniform = jax.random.uniform(key_uniform, u.shape, minval=-0.999, maxval=0.999)  # |arctanh| <= U_MAX
 
         def loss_fn(actor_params):
             q_term = jnp.mean(weights * denoising(actor_params, key_q, obs, u, hyper.temperature))
             entropy_term = jnp.mean(denoising(actor_params, key_entropy, obs, jnp.arctanh(a_uniform),
                                               hyper.temperature))
-            return q_term + hyper.entropy_weight * entropy_term
+            return q_term + hyper.entropy_weight * entropy_term, None
 
-        loss, grads = jax.value_and_grad(loss_fn)(state.actor_params)
-        updates, opt_state = actor_opt.update(grads, state.actor_opt_state)
+        actor_params, opt_state, (loss, _), grads = base.gradient_step(
+            loss_fn, state.actor_params, state.actor_opt_state, actor_opt.update)
         metrics = {"actor_loss": loss,
                    "q_weight_frac_zero": jnp.mean(weights == 0.0), "actor_grad_norm": optax.tree.norm(grads)}
-        return optax.apply_updates(state.actor_params, updates), opt_state, metrics
+        return actor_params, opt_state, metrics
 
-    def update(state: RFMState, key: Array, batch: replay.Transition):
+    def update(state: particles.ParticleState, key: Array, batch: replay.Transition):
         check_rank("qvpo.update", "batch.obs", batch.obs, 2, "[B, O]")
         batch_size = batch.obs.shape[0]
         key_sample, key_next, key_actor = jax.random.split(key, 3)
         temperature = state.hyper.temperature
         fn = lambda key_i, obs_i: samples(state.actor_params, state.critic_params, key_i, obs_i,  # noqa: E731
-                                          temperature, num_train_particles)
-        u, q = jax.lax.stop_gradient(base.map_states(fn, key_sample, jnp.concatenate([batch.obs, batch.next_obs]),
+                                          temperature, s.num_train_particles)
+        u, q = jax.lax.stop_gradient(particles.map_states(fn, key_sample, jnp.concatenate([batch.obs, batch.next_obs]),
                                                      chunk))
-        pick = jax.vmap(base.select, (0, 0, None, None))(jax.random.split(key_next, batch_size), q[batch_size:],
+        pick = jax.vmap(particles.select, (0, 0, None, None))(jax.random.split(key_next, batch_size), q[batch_size:],
                                                          temperature, False)
         u_next = jnp.take_along_axis(u[batch_size:], pick[:, None, None], axis=1)[:, 0]
         target_q_t = critics.apply(state.target_critic_params, batch.next_obs, jnp.tanh(u_next))
@@ -183,3 +192,8 @@ def make_qvpo(
         return new_state, {**critic_metrics, **actor_metrics, "temperature": temperature}
 
     return base.Agent(name="qvpo", init=init, act=act, update=update, hyper=QVPOHyper(), check_hyper=check_hyper)
+
+
+SPEC = base.AgentSpec(name="qvpo", build=build, settings=QVPOSettings, hyper=QVPOHyper(),
+                      check_hyper=check_hyper)
+SPECS = (SPEC,)  # what the registry finds in this file

@@ -18,13 +18,14 @@ n updates (log-linear from ``temperature`` to ``temperature_final`` over ``tempe
    loss = mean_b ||net(s, u_t, t, lambda) - target||^2 / A.
 4. Polyak: Qbar <- (1 - tau) Qbar + tau Q.
 
-Acting: P_data particles and Boltzmann resampling (training data), or argmax-Q over P_eval
+Acting: P_act particles and Boltzmann resampling (training data), or argmax-Q over P_eval
 particles (``greedy=True``, evaluation).  The network's state-and-lambda input columns are applied
 once per state and its time columns once per ODE step (``PolicyNet.condition``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import NamedTuple
 
 import jax
@@ -33,7 +34,7 @@ import optax
 from flax import struct
 
 from rfm_jax._speed import min_critic
-from rfm_jax.agents import base
+from rfm_jax.agents import base, particles
 from rfm_jax.method import losses, schedules
 from rfm_jax.method.estimators import tanh_boltzmann_log_prob
 from rfm_jax.method.validation import check_positive_int, check_rank
@@ -45,8 +46,6 @@ POLICIES = ("flow", "diffusion")
 PROPOSALS = ("on_policy", "replay")
 CONTROL_VARIATES = ("optimal", "optimal_isotropic", "none", "fixed")
 DIFFUSION_SCHEDULES = ("cosine", "vp", "ve")
-CPU_CHUNK_ROWS = 4096  # policy-network rows per lax.map chunk of the sampler on CPU ("auto")
-CPU_POSTERIOR_ROWS = 5120  # critic rows (states x particles) per lax.map chunk of the estimator on CPU ("auto")
 
 
 @struct.dataclass
@@ -61,6 +60,35 @@ class RFMHyper:
     ridge: Array | float = 1e-4  # ridge in the optimal coefficient
     clip: Array | float = 2.0  # bound on |coefficient| (optimal modes); inf for none
     eta: Array | float = 0.0  # the fixed coefficient when control_variate == "fixed"
+
+
+@dataclasses.dataclass(frozen=True)
+class RFMSettings:
+    """Static settings (shapes, counts, modes, learning rates): changing one recompiles."""
+
+    policy: str = "flow"  # flow (linear path, velocity, Euler) or diffusion (VP/VE path, epsilon, DDIM)
+    diffusion_schedule: str = "cosine"  # diffusion path: cosine (VP), vp (linear beta 0.1-20), ve (sigma 1 to 1e-5)
+    proposal: str = "on_policy"  # endpoints: on_policy (Boltzmann-resampled samples) or replay (buffer actions)
+    control_variate: str = "optimal"  # optimal | optimal_isotropic | none (eta=0, QNE) | fixed (eta=hyper.eta)
+    coef_space: str = "data"  # where the optimal coefficient is fitted and clipped: data (reference) or noise
+    num_posterior_particles: int = 100  # particles of the posterior-mean estimator
+    num_train_particles: int = 32  # policy samples per state in the update (on-policy proposal and a')
+    num_act_particles: int = 32  # policy samples per state when acting in training (Boltzmann-resampled)
+    num_eval_particles: int = 32  # policy samples per state when evaluating (argmax-Q)
+    num_ode_steps: int = 10  # sampler steps from t_min to 1 - t_min
+    t_min: float = 0.01  # t is kept in [t_min, 1 - t_min]
+    actor_width: int = 256  # width of the policy network
+    actor_blocks: int = 2  # residual blocks in that network
+    actor_block: str = "reference"  # reference: h + GELU(Dense h); prenorm: h + Dense GELU Dense LayerNorm h
+    actor_embed_dim: int = 128  # sinusoidal embedding size of t and of lambda (each)
+    critic_hidden: tuple[int, ...] = (256, 256)  # hidden sizes of each critic MLP
+    num_critics: int = 2  # critics in the ensemble (the TD target and log p1 use their min)
+    actor_lr: float = 3e-4  # Adam learning rate of the policy network
+    critic_lr: float = 1e-3  # Adam learning rate of the critics
+    grad_clip: float | str | None = 10.0  # global-norm clip of the actor's and each critic's gradient; none: no clip
+    x1_bound: float | None = None  # diffusion: clip of the DDIM's clean latent to [-x1_bound, x1_bound]; None: none
+    particle_batch: int | None = None  # posterior particles per lax.map chunk; 0: one vmap; None: auto
+    sample_chunk: int | None = None  # sampler states per lax.map chunk; 0: one vmap; None: auto
 
 
 class UpdateNoise(NamedTuple):
@@ -86,9 +114,8 @@ def current_temperature(hyper: RFMHyper, updates: Array) -> Array:
     return jnp.exp(log_l0 + (log_l1 - log_l0) * frac)
 
 
-def check_hyper(hyper: RFMHyper) -> None:
+def check_hyper(hyper: RFMHyper, name: str = "rfm") -> None:
     """A one-line ValueError naming the first out-of-range field (every value of a swept leaf)."""
-    name = "rfm"
     base.check_leaf(name, "temperature", hyper.temperature, lambda v: v > 0, "> 0")
     if hyper.temperature_final is not None:
         base.check_leaf(name, "temperature_final", hyper.temperature_final, lambda v: v > 0, "> 0 (or None: constant)")
@@ -99,81 +126,11 @@ def check_hyper(hyper: RFMHyper) -> None:
     base.check_leaf(name, "eta", hyper.eta, lambda v: v == v, "a number")
 
 
-@struct.dataclass
-class RFMState:
-    actor_params: dict
-    critic_params: dict  # leaves have a leading critic axis K
-    target_critic_params: dict
-    actor_opt_state: optax.OptState
-    critic_opt_state: optax.OptState  # one Adam state per critic (leading axis K)
-    hyper: RFMHyper
-    updates: Array  # [] int32
+RFMState = particles.ParticleState  # the old name (0.2.0), removed in the next release
 
 
-def init_state(key: Array, hyper, *, actor, actor_opt, critics, obs_dim: int, action_dim: int) -> RFMState:
-    """A fresh state of any agent with a ``PolicyNet`` policy (RFM, QNE, DQS, QVPO, QSM): actor
-    initialised at zero inputs and lambda = 1, critics and their targets equal, float32 hyper."""
-    key_actor, key_critic = jax.random.split(key)
-    actor_params = actor.init(key_actor, jnp.zeros((obs_dim,)), jnp.zeros((action_dim,)), jnp.zeros(()), jnp.ones(()))
-    critic_params, critic_opt_state = critics.init(key_critic, obs_dim, action_dim)
-    return RFMState(actor_params=actor_params, critic_params=critic_params, target_critic_params=critic_params,
-                    actor_opt_state=actor_opt.init(actor_params), critic_opt_state=critic_opt_state,
-                    hyper=jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), hyper), updates=jnp.zeros((), jnp.int32))
-
-
-def resolve_sample_chunk(sample_chunk, num_particles: int) -> int | None:
-    """States per sampler chunk, or None for one vmap: ``sample_chunk`` None (or "auto") is
-    ``CPU_CHUNK_ROWS // num_particles`` on CPU and one vmap on an accelerator, where the sampler is
-    latency-bound; 0 is one vmap; a positive int is itself."""
-    if sample_chunk not in (None, "auto"):
-        return sample_chunk or None
-    if jax.default_backend() != "cpu":
-        return None
-    return max(1, CPU_CHUNK_ROWS // num_particles)
-
-
-def resolve_particle_batch(particle_batch, num_particles: int, batch_size: int) -> int | None:
-    """Posterior particles per chunk, or None for one vmap: ``particle_batch`` None (or "auto") is
-    the largest divisor of ``num_particles`` with at most ``CPU_POSTERIOR_ROWS`` rows over the
-    batch on CPU (100 particles, batch 256: 20) and one vmap on an accelerator; 0 is one vmap; a
-    positive int is itself."""
-    if particle_batch not in (None, "auto"):
-        return particle_batch or None
-    if jax.default_backend() != "cpu":
-        return None
-    limit = max(1, CPU_POSTERIOR_ROWS // batch_size)
-    return max(d for d in range(1, min(limit, num_particles) + 1) if num_particles % d == 0)
-
-
-def make_rfm(
-    *,
-    obs_dim: int,
-    action_dim: int,
-    policy: str = "flow",
-    diffusion_schedule: str = "cosine",
-    proposal: str = "on_policy",
-    control_variate: str = "optimal",
-    coef_space: str = "data",
-    num_posterior_particles: int = 100,
-    num_train_particles: int = 32,
-    num_data_particles: int = 32,
-    num_eval_particles: int = 32,
-    num_ode_steps: int = 10,
-    t_min: float = 0.01,
-    actor_width: int = 256,
-    actor_blocks: int = 2,
-    actor_block: str = "reference",
-    actor_embed_dim: int = 128,
-    critic_hidden: tuple[int, ...] = (256, 256),
-    num_critics: int = 2,
-    actor_lr: float = 3e-4,
-    critic_lr: float = 1e-3,
-    grad_clip: float | str | None = 10.0,
-    x1_bound: float | None = None,
-    particle_batch: int | None = None,
-    sample_chunk: int | None = None,
-) -> base.Agent:
-    """Build the agent's pure functions; every argument is static (shapes, counts, modes).
+def make_rfm(*, obs_dim: int, action_dim: int, **settings) -> base.Agent:
+    """The RFM agent's pure functions; ``settings`` override ``RFMSettings``'s defaults (all static).
 
     policy: "flow" (linear path, velocity net, Euler) or "diffusion" (epsilon net, DDIM).
     diffusion_schedule: the diffusion policy's path, "cosine" (VP, as QNE), "vp" (VP, linear beta) or
@@ -181,58 +138,59 @@ def make_rfm(
     proposal: "on_policy" (Boltzmann-resampled policy samples) or "replay" (arctanh of buffer actions).
     control_variate: "optimal" (diagonal), "optimal_isotropic", "none" (eta = 0, QNE) or "fixed"
       (eta = hyper.eta in noise space; eta = 1 is DQS).  coef_space: "data" (reference) or "noise".
-    num_train_particles / num_data_particles / num_eval_particles: policy particles per state for
+    num_train_particles / num_act_particles / num_eval_particles: policy particles per state for
       the update's proposal and a' / for acting during training / for greedy evaluation.
-    actor_block: "reference" (h + GELU(Dense h)) or "prenorm" (h + Dense GELU Dense LayerNorm h).
-    grad_clip: global-norm bound of each critic's and the actor's gradient; inf for none.
     x1_bound: diffusion policy only: the DDIM sampler clips its clean-latent prediction to
-      [-x1_bound, x1_bound] (``base.U_MAX`` = atanh(0.999) is the latent image of the reference
+      [-x1_bound, x1_bound] (``particles.U_MAX`` = atanh(0.999) is the latent image of the reference
       codes' action clip to [-1, 1]); None for no clip.
-    particle_batch: posterior particles per ``lax.map`` chunk, 0 for one vmap, None for auto
-      (``resolve_particle_batch``: about 5k critic rows per chunk on CPU, one vmap on a GPU).
-    sample_chunk: states per ``lax.map`` chunk of the update's sampler, 0 for one vmap, None for
-      auto (``resolve_sample_chunk``: cache-sized chunks on CPU, one vmap on a GPU).  Same numbers.
+    particle_batch / sample_chunk: posterior particles / sampler states per ``lax.map`` chunk, 0 for
+      one vmap, None for auto (``resolve_particle_batch``, ``resolve_sample_chunk``: cache-sized
+      chunks on CPU, one vmap on a GPU).  Same numbers.
     """
-    name = "make_rfm"
-    for arg, value in (("obs_dim", obs_dim), ("action_dim", action_dim), ("num_posterior_particles",
-                       num_posterior_particles), ("num_train_particles", num_train_particles),
-                       ("num_data_particles", num_data_particles), ("num_eval_particles", num_eval_particles),
-                       ("num_ode_steps", num_ode_steps), ("actor_width", actor_width),
-                       ("actor_blocks", actor_blocks), ("actor_embed_dim", actor_embed_dim)):
-        check_positive_int(name, arg, value)
-    for arg, value, allowed in (("policy", policy, POLICIES), ("proposal", proposal, PROPOSALS),
-                                ("diffusion_schedule", diffusion_schedule, DIFFUSION_SCHEDULES),
-                                ("control_variate", control_variate, CONTROL_VARIATES),
-                                ("coef_space", coef_space, ("data", "noise"))):
-        if value not in allowed:
-            raise ValueError(f"{name}: `{arg}` must be one of {allowed}, got {value!r}.")
-    if control_variate.startswith("optimal") and num_posterior_particles < 2:
-        raise ValueError(f"{name}: the optimal control variates need `num_posterior_particles` >= 2.")
-    for arg, value in (("sample_chunk", sample_chunk), ("particle_batch", particle_batch)):
-        if value not in (None, "auto"):
-            check_positive_int(name, arg, value, minimum=0)
-    if x1_bound is not None:
-        if policy != "diffusion":
-            raise ValueError(f"{name}: `x1_bound` applies to the diffusion policy only (policy={policy!r}).")
-        base.check_positive(name, x1_bound=x1_bound)
-    base.check_policy_net(name, actor_block=actor_block, actor_embed_dim=actor_embed_dim, t_min=t_min,
-                          actor_lr=actor_lr)
+    return base.make(SPEC, obs_dim=obs_dim, action_dim=action_dim, **settings)
 
-    critics = base.make_critics(num_critics=num_critics, hidden=critic_hidden, lr=critic_lr, grad_clip=grad_clip,
-                                name=name)
-    if policy == "flow":
+
+def _check_settings(s: RFMSettings, name: str, obs_dim: int, action_dim: int) -> None:
+    """One-line ValueErrors naming the first bad setting."""
+    for arg in ("num_posterior_particles", "num_train_particles", "num_act_particles", "num_eval_particles",
+                "num_ode_steps", "actor_width", "actor_blocks", "actor_embed_dim"):
+        check_positive_int(name, arg, getattr(s, arg))
+    check_positive_int(name, "obs_dim", obs_dim)
+    check_positive_int(name, "action_dim", action_dim)
+    for arg, allowed in (("policy", POLICIES), ("proposal", PROPOSALS), ("diffusion_schedule", DIFFUSION_SCHEDULES),
+                         ("control_variate", CONTROL_VARIATES), ("coef_space", ("data", "noise"))):
+        base.check_choice(name, arg, getattr(s, arg), allowed)
+    if s.control_variate.startswith("optimal") and s.num_posterior_particles < 2:
+        raise ValueError(f"{name}: the optimal control variates need `num_posterior_particles` >= 2.")
+    for arg in ("sample_chunk", "particle_batch"):
+        if getattr(s, arg) not in (None, "auto"):
+            check_positive_int(name, arg, getattr(s, arg), minimum=0)
+    if s.x1_bound is not None:
+        if s.policy != "diffusion":
+            raise ValueError(f"{name}: `x1_bound` applies to the diffusion policy only (policy={s.policy!r}).")
+        base.check_positive(name, x1_bound=s.x1_bound)
+    particles.check_policy_net(name, actor_block=s.actor_block, actor_embed_dim=s.actor_embed_dim, t_min=s.t_min,
+                               actor_lr=s.actor_lr)
+
+
+def build(s: RFMSettings, *, obs_dim: int, action_dim: int, name: str = "make_rfm") -> base.Agent:
+    """The agent of settings ``s`` (module docstring); ``name`` names the factory in errors."""
+    _check_settings(s, name, obs_dim, action_dim)
+    critics = base.make_critics(num_critics=s.num_critics, hidden=s.critic_hidden, lr=s.critic_lr,
+                                     grad_clip=s.grad_clip, name=name)
+    if s.policy == "flow":
         schedule = schedules.linear()
     else:
-        schedule = {"cosine": schedules.cosine, "vp": schedules.vp, "ve": schedules.ve}[diffusion_schedule]()
-    actor = PolicyNet(obs_dim, action_dim, actor_width, actor_blocks, actor_embed_dim, actor_block)
-    actor_opt = optax.chain(base.gradient_clip(name, grad_clip), optax.adam(actor_lr))
-    chunk = resolve_sample_chunk(sample_chunk, num_train_particles)
-    ode = dict(policy=policy, schedule=schedule, num_steps=num_ode_steps, t_min=t_min, x1_bound=x1_bound)
+        schedule = {"cosine": schedules.cosine, "vp": schedules.vp, "ve": schedules.ve}[s.diffusion_schedule]()
+    actor = PolicyNet(obs_dim, action_dim, s.actor_width, s.actor_blocks, s.actor_embed_dim, s.actor_block)
+    actor_opt = optax.chain(base.gradient_clip(name, s.grad_clip), optax.adam(s.actor_lr))
+    chunk = particles.resolve_sample_chunk(s.sample_chunk, s.num_train_particles)
+    ode = dict(policy=s.policy, schedule=schedule, num_steps=s.num_ode_steps, t_min=s.t_min, x1_bound=s.x1_bound)
 
-    def init(key: Array, hyper: RFMHyper) -> RFMState:
+    def init(key: Array, hyper: RFMHyper) -> particles.ParticleState:
         if hyper.temperature_final is None:
             hyper = hyper.replace(temperature_final=hyper.temperature)
-        return init_state(key, hyper, actor=actor, actor_opt=actor_opt, critics=critics, obs_dim=obs_dim,
+        return particles.init_state(key, hyper, actor=actor, actor_opt=actor_opt, critics=critics, obs_dim=obs_dim,
                           action_dim=action_dim)
 
     def q_min(critic_params, obs, action):
@@ -240,33 +198,35 @@ def make_rfm(
 
     def sample_select(actor_params, critic_params, key, obs, temperature, num_particles, greedy, noise=None):
         """One latent u [A] at one state obs [O]: P particles through the ODE, then argmax-Q
-        (greedy) or a draw from softmax(Q / lambda) (``base.sample_select``; ``noise``: its draws)."""
+        (greedy) or a draw from softmax(Q / lambda) (``particles.sample_select``; ``noise``: its draws)."""
         cond = actor.apply(actor_params, obs, temperature, method=actor.condition)
         model_fn = lambda x, t: actor.apply(actor_params, cond, x, t, method=actor.from_condition)  # noqa: E731
-        return base.sample_select(key, model_fn, lambda a: q_min(critic_params, obs, a), num_particles=num_particles,
-                                  action_dim=action_dim, temperature=temperature, greedy=greedy, noise=noise, **ode)
+        return particles.sample_select(key, model_fn, lambda a: q_min(critic_params, obs, a),
+                                       num_particles=num_particles, action_dim=action_dim, temperature=temperature,
+                                       greedy=greedy, noise=noise, **ode)
 
-    def act(state: RFMState, key: Array, obs: Array, greedy: bool = False) -> Array:
+    def act(state: particles.ParticleState, key: Array, obs: Array, greedy: bool = False) -> Array:
         check_rank("rfm.act", "obs", obs, 1, "[O]")
         temperature = current_temperature(state.hyper, state.updates)
-        particles = num_eval_particles if greedy else num_data_particles
-        u = sample_select(state.actor_params, state.critic_params, key, obs, temperature, particles, greedy)
+        num_particles = s.num_eval_particles if greedy else s.num_act_particles
+        u = sample_select(state.actor_params, state.critic_params, key, obs, temperature, num_particles, greedy)
         return jnp.tanh(u)
 
     def actor_step(state, critic_params, key, batch, u1, temperature, noise=None):
         """RFM regression of the policy network onto the posterior-mean targets."""
         hyper = state.hyper
-        mode = hyper.eta if control_variate == "fixed" else control_variate
-        loss_fn = losses.rfm_velocity_loss if policy == "flow" else losses.rfm_noise_loss
-        posterior_chunk = resolve_particle_batch(particle_batch, num_posterior_particles, batch.obs.shape[0])
+        mode = hyper.eta if s.control_variate == "fixed" else s.control_variate
+        loss_fn = losses.rfm_velocity_loss if s.policy == "flow" else losses.rfm_noise_loss
+        posterior_chunk = particles.resolve_particle_batch(s.particle_batch, s.num_posterior_particles,
+                                                           batch.obs.shape[0])
 
         def loss_one(actor_params, key_i, obs, u1_i, noise_i=None):
             log_prob = tanh_boltzmann_log_prob(lambda a: min_critic.q_min(critic_params, obs, a), temperature)
             model_fn = lambda x, t: actor.apply(actor_params, obs, x, t, temperature)  # noqa: E731
-            return loss_fn(key_i, model_fn, log_prob, u1_i, schedule=schedule, t_min=t_min,
-                           num_particles=num_posterior_particles, control_variate=mode, ridge=hyper.ridge,
-                           clip=hyper.clip, coef_space=coef_space, particle_batch=posterior_chunk, noise=noise_i,
-                           source=base.SOURCE)
+            return loss_fn(key_i, model_fn, log_prob, u1_i, schedule=schedule, t_min=s.t_min,
+                           num_particles=s.num_posterior_particles, control_variate=mode, ridge=hyper.ridge,
+                           clip=hyper.clip, coef_space=s.coef_space, particle_batch=posterior_chunk, noise=noise_i,
+                           source=particles.SOURCE)
 
         def batch_loss(actor_params):
             keys = jax.random.split(key, batch.obs.shape[0])
@@ -277,32 +237,32 @@ def make_rfm(
                 loss, aux = jax.vmap(loss_one, (None, 0, 0, 0, 0))(actor_params, keys, batch.obs, u1, regression)
             return jnp.mean(loss), aux
 
-        (loss, aux), grads = jax.value_and_grad(batch_loss, has_aux=True)(state.actor_params)
-        updates, opt_state = actor_opt.update(grads, state.actor_opt_state)
+        actor_params, opt_state, (loss, aux), grads = base.gradient_step(
+            batch_loss, state.actor_params, state.actor_opt_state, actor_opt.update)
         ess = aux.estimate.ess
         metrics = {"actor_loss": loss, "ess_mean": jnp.mean(ess), "ess_frac_below_2": jnp.mean(ess < 2.0),
                    "coef_abs_mean": jnp.mean(jnp.abs(aux.estimate.coef)),
                    "target_norm": jnp.mean(jnp.linalg.norm(aux.target, axis=-1)),
                    "actor_grad_norm": optax.tree.norm(grads)}
-        return optax.apply_updates(state.actor_params, updates), opt_state, metrics
+        return actor_params, opt_state, metrics
 
-    def update(state: RFMState, key: Array, batch: replay.Transition, noise: UpdateNoise | None = None):
+    def update(state: particles.ParticleState, key: Array, batch: replay.Transition, noise: UpdateNoise | None = None):
         """One update (module docstring); ``noise`` gives its draws instead of ``key``."""
         check_rank("rfm.update", "batch.obs", batch.obs, 2, "[B, O]")
         batch_size = batch.obs.shape[0]
         key_sample, key_actor = jax.random.split(key)
         temperature = current_temperature(state.hyper, state.updates)
         # One sampler pass for s (on-policy endpoints) and s' (a'), selected with the pre-update critics.
-        sample_obs = jnp.concatenate([batch.obs, batch.next_obs]) if proposal == "on_policy" else batch.next_obs
+        sample_obs = jnp.concatenate([batch.obs, batch.next_obs]) if s.proposal == "on_policy" else batch.next_obs
         fn = lambda key_i, obs_i, noise_i=None: sample_select(  # noqa: E731
-            state.actor_params, state.critic_params, key_i, obs_i, temperature, num_train_particles, False, noise_i)
+            state.actor_params, state.critic_params, key_i, obs_i, temperature, s.num_train_particles, False, noise_i)
         if noise is not None and noise.x_start.shape[0] != sample_obs.shape[0]:
             raise ValueError(f"rfm.update: `noise.x_start` needs {sample_obs.shape[0]} rows (the states sampled "
-                             f"with proposal={proposal!r}), got {noise.x_start.shape[0]}.")
-        sample_noise = None if noise is None else base.SampleNoise(noise.x_start, noise.gumbel)
-        latents = jax.lax.stop_gradient(base.map_states(fn, key_sample, sample_obs, chunk, sample_noise))
+                             f"with proposal={s.proposal!r}), got {noise.x_start.shape[0]}.")
+        sample_noise = None if noise is None else particles.SampleNoise(noise.x_start, noise.gumbel)
+        latents = jax.lax.stop_gradient(particles.map_states(fn, key_sample, sample_obs, chunk, sample_noise))
         u_next = latents[-batch_size:]
-        if proposal == "on_policy":
+        if s.proposal == "on_policy":
             u1 = latents[:batch_size]
         else:
             u1 = jnp.arctanh(jnp.clip(batch.action, -1 + 1e-6, 1 - 1e-6))
@@ -322,3 +282,7 @@ def make_rfm(
         return new_state, {**critic_metrics, **actor_metrics, "temperature": temperature}
 
     return base.Agent(name="rfm", init=init, act=act, update=update, hyper=RFMHyper(), check_hyper=check_hyper)
+
+
+SPEC = base.AgentSpec(name="rfm", build=build, settings=RFMSettings, hyper=RFMHyper(), check_hyper=check_hyper)
+SPECS = (SPEC,)  # what the registry finds in this file

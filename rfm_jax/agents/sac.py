@@ -16,6 +16,8 @@ one seed; vmap over seeds and sweeps.
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -40,11 +42,11 @@ class SACHyper:
     tau: Array | float = 0.005  # Polyak rate of the target critics
 
 
-def check_hyper(hyper: SACHyper) -> None:
+def check_hyper(hyper: SACHyper, name: str = "sac") -> None:
     """A one-line ValueError naming the first out-of-range field (every value of a swept leaf)."""
-    base.check_leaf("sac", "init_alpha", hyper.init_alpha, lambda v: v > 0, "> 0")
-    base.check_leaf("sac", "target_entropy_scale", hyper.target_entropy_scale, lambda v: v >= 0, ">= 0")
-    base.check_common_hyper("sac", hyper)
+    base.check_leaf(name, "init_alpha", hyper.init_alpha, lambda v: v > 0, "> 0")
+    base.check_leaf(name, "target_entropy_scale", hyper.target_entropy_scale, lambda v: v >= 0, ">= 0")
+    base.check_common_hyper(name, hyper)
 
 
 @struct.dataclass
@@ -60,31 +62,38 @@ class SACState:
     updates: Array  # [] int32
 
 
-def make_sac(
-    *,
-    obs_dim: int,
-    action_dim: int,
-    actor_hidden: tuple[int, ...] = (256, 256),
-    critic_hidden: tuple[int, ...] = (256, 256),
-    num_critics: int = 2,
-    actor_lr: float = 3e-4,
-    critic_lr: float = 3e-4,
-    alpha_lr: float = 3e-4,
-    grad_clip: float | str | None = 10.0,
-) -> base.Agent:
-    """Build SAC's pure functions; every argument is static.  ``grad_clip`` bounds the actor's and
+@dataclasses.dataclass(frozen=True)
+class SACSettings:
+    """Static settings (sizes, learning rates): changing one recompiles."""
+
+    actor_hidden: tuple[int, ...] = (256, 256)  # hidden sizes of the tanh-Gaussian policy MLP
+    critic_hidden: tuple[int, ...] = (256, 256)  # hidden sizes of each critic MLP
+    num_critics: int = 2  # critics in the ensemble (the TD target and the actor use their min)
+    actor_lr: float = 3e-4  # Adam learning rate of the policy
+    critic_lr: float = 3e-4  # Adam learning rate of the critics
+    alpha_lr: float = 3e-4  # Adam learning rate of log alpha
+    grad_clip: float | str | None = 10.0  # global-norm clip of the actor's and each critic's gradient; none: no clip
+
+
+def make_sac(*, obs_dim: int, action_dim: int, **settings) -> base.Agent:
+    """Build SAC's pure functions; ``settings`` override
+    ``SACSettings``'s defaults (all static).  ``grad_clip`` bounds the actor's and
     each critic's gradient norm."""
-    name = "make_sac"
+    return base.make(SPEC, obs_dim=obs_dim, action_dim=action_dim, **settings)
+
+
+def build(s: SACSettings, *, obs_dim: int, action_dim: int, name: str = "make_sac") -> base.Agent:
+    """The agent of settings ``s``; ``name`` names the factory in errors."""
     check_positive_int(name, "obs_dim", obs_dim)
     check_positive_int(name, "action_dim", action_dim)
-    if not all(isinstance(w, int) and w > 0 for w in actor_hidden):
-        raise ValueError(f"{name}: `actor_hidden` must be positive integers, got {actor_hidden!r}.")
-    base.check_positive(name, actor_lr=actor_lr, alpha_lr=alpha_lr)
-    critics = base.make_critics(num_critics=num_critics, hidden=critic_hidden, lr=critic_lr, grad_clip=grad_clip,
-                                name=name)
-    actor = TanhGaussianActor(action_dim, tuple(actor_hidden))
-    actor_opt = optax.chain(base.gradient_clip(name, grad_clip), optax.adam(actor_lr))
-    alpha_opt = optax.adam(alpha_lr)
+    if not all(isinstance(w, int) and w > 0 for w in s.actor_hidden):
+        raise ValueError(f"{name}: `actor_hidden` must be positive integers, got {s.actor_hidden!r}.")
+    base.check_positive(name, actor_lr=s.actor_lr, alpha_lr=s.alpha_lr)
+    critics = base.make_critics(num_critics=s.num_critics, hidden=s.critic_hidden, lr=s.critic_lr,
+                                grad_clip=s.grad_clip, name=name)
+    actor = TanhGaussianActor(action_dim, tuple(s.actor_hidden))
+    actor_opt = optax.chain(base.gradient_clip(name, s.grad_clip), optax.adam(s.actor_lr))
+    alpha_opt = optax.adam(s.alpha_lr)
 
     def init(key: Array, hyper: SACHyper) -> SACState:
         key_actor, key_critic = jax.random.split(key)
@@ -117,10 +126,10 @@ def make_sac(
             loss = jax.vmap(lambda q_b, lp_b: losses.sac_actor_loss(q_b, lp_b, temperature=alpha))(q, log_prob)
             return jnp.mean(loss), log_prob
 
-        (loss, log_prob), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.actor_params)
-        updates, opt_state = actor_opt.update(grads, state.actor_opt_state)
+        actor_params, opt_state, (loss, log_prob), grads = base.gradient_step(
+            loss_fn, state.actor_params, state.actor_opt_state, actor_opt.update)
         metrics = {"actor_loss": loss, "entropy": -jnp.mean(log_prob), "actor_grad_norm": optax.tree.norm(grads)}
-        return optax.apply_updates(state.actor_params, updates), opt_state, log_prob, metrics
+        return actor_params, opt_state, log_prob, metrics
 
     def alpha_step(state, log_prob):
         target_entropy = -state.hyper.target_entropy_scale * action_dim
@@ -147,3 +156,8 @@ def make_sac(
         return new_state, {**critic_metrics, **actor_metrics, "alpha": jnp.exp(state.log_alpha)}
 
     return base.Agent(name="sac", init=init, act=act, update=update, hyper=SACHyper(), check_hyper=check_hyper)
+
+
+SPEC = base.AgentSpec(name="sac", build=build, settings=SACSettings, hyper=SACHyper(),
+                      check_hyper=check_hyper)
+SPECS = (SPEC,)  # what the registry finds in this file

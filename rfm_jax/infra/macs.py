@@ -24,7 +24,7 @@ def _critic_macs(obs_dim, action_dim, hidden, num_critics):
 
 
 def update_macs(*, obs_dim: int, action_dim: int, batch_size: int, num_posterior_particles: int,
-                num_train_particles: int, num_data_particles: int, num_ode_steps: int, actor_width: int,
+                num_train_particles: int, num_act_particles: int, num_ode_steps: int, actor_width: int,
                 actor_blocks: int, actor_embed_dim: int = 128, actor_block: str = "reference",
                 critic_hidden=(256, 256), num_critics: int = 2, proposal: str = "on_policy",
                 control_variate: str = "optimal", shared_first_layer: bool = True, **_unused) -> dict:
@@ -54,7 +54,7 @@ def update_macs(*, obs_dim: int, action_dim: int, batch_size: int, num_posterior
         "critic": 4 * batch_size * q_full,  # target Q forward + online forward and backward
     }
     parts["total"] = sum(parts.values())
-    parts["act"] = sampling(1, num_data_particles) + num_data_particles * q_action + q_state
+    parts["act"] = sampling(1, num_act_particles) + num_act_particles * q_action + q_state
     return parts
 
 
@@ -78,7 +78,7 @@ def qsm_update_macs(*, obs_dim: int, action_dim: int, batch_size: int, **kwargs)
     """MACs of one QSM update: one sample at s' (a'), the critic step, and the regression plus one
     critic input gradient (grad_a Q, counted under ``posterior``) per state; ``act`` is one sample."""
     parts = update_macs(obs_dim=obs_dim, action_dim=action_dim, batch_size=batch_size, num_train_particles=1,
-                        num_data_particles=1, num_posterior_particles=1, proposal="replay", **kwargs)
+                        num_act_particles=1, num_posterior_particles=1, proposal="replay", **kwargs)
     parts["selection_q"] = 0
     parts["total"] = sum(v for k, v in parts.items() if k not in ("total", "act"))
     return parts

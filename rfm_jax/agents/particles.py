@@ -1,0 +1,146 @@
+"""What the particle agents (RFM, QNE, DQS, QSM, QVPO) share: the state, its init, the policy
+network's checks and particle sampling with Boltzmann selection.
+
+Particle sampling: P latents per state through the policy's ODE (Euler on a velocity, or DDIM on
+an epsilon / score network), then argmax_i Q(s, tanh u_i) (greedy) or a draw from
+softmax_i(Q(s, tanh u_i) / lambda).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import struct
+
+from rfm_jax._speed import normal_rows
+from rfm_jax.agents import base
+from rfm_jax.method import estimators, schedules
+from rfm_jax.method.validation import check_rank
+from rfm_jax.networks import BLOCKS
+
+Array = jax.Array
+# The latent bound of a clean-latent prediction: |tanh u| <= 0.999.  Clipping the DDIM's x1 prediction
+# here is the latent form of the "clip denoised" to [-1, 1] that the reference diffusion agents use.
+U_MAX = float(np.arctanh(0.999))
+# p0 = N(0, I) of every estimator and loss the agents call, drawn as 16-wide rows (``rfm_jax._speed``).
+SOURCE = estimators.standard_normal(normal_rows.normal)
+CPU_CHUNK_ROWS = 4096  # policy-network rows per lax.map chunk of the sampler on CPU ("auto")
+CPU_POSTERIOR_ROWS = 5120  # critic rows (states x particles) per lax.map chunk of the estimator on CPU ("auto")
+
+
+@struct.dataclass
+class ParticleState:
+    """The state of every particle agent (one seed)."""
+
+    actor_params: dict
+    critic_params: dict  # leaves have a leading critic axis K
+    target_critic_params: dict
+    actor_opt_state: optax.OptState
+    critic_opt_state: optax.OptState  # one Adam state per critic (leading axis K)
+    hyper: Any
+    updates: Array  # [] int32
+
+
+def init_state(key: Array, hyper, *, actor, actor_opt, critics, obs_dim: int, action_dim: int) -> ParticleState:
+    """A fresh state of any agent with a ``PolicyNet`` policy: actor initialised at zero inputs and
+    lambda = 1, critics and their targets equal, float32 hyper."""
+    key_actor, key_critic = jax.random.split(key)
+    actor_params = actor.init(key_actor, jnp.zeros((obs_dim,)), jnp.zeros((action_dim,)), jnp.zeros(()), jnp.ones(()))
+    critic_params, critic_opt_state = critics.init(key_critic, obs_dim, action_dim)
+    return ParticleState(actor_params=actor_params, critic_params=critic_params, target_critic_params=critic_params,
+                         actor_opt_state=actor_opt.init(actor_params), critic_opt_state=critic_opt_state,
+                         hyper=jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), hyper),
+                         updates=jnp.zeros((), jnp.int32))
+
+
+def check_policy_net(name: str, *, actor_block: str, actor_embed_dim: int, t_min: float, actor_lr: float) -> None:
+    """The checks every flow / diffusion policy network shares (``PolicyNet`` and its sampler)."""
+    base.check_choice(name, "actor_block", actor_block, BLOCKS)
+    if actor_embed_dim % 2 or actor_embed_dim < 4:
+        raise ValueError(f"{name}: `actor_embed_dim` must be even and >= 4, got {actor_embed_dim}.")
+    if not 0.0 < t_min < 0.5:
+        raise ValueError(f"{name}: `t_min` must lie in (0, 0.5), got {t_min}.")
+    base.check_positive(name, actor_lr=actor_lr)
+
+
+def select(key: Array, q: Array, temperature, greedy: bool) -> Array:
+    """Index into P particles: argmax q (greedy) or a draw from softmax(q / temperature).  q: [P]."""
+    check_rank("select", "q", q, 1, "[P]")
+    return jnp.argmax(q) if greedy else jax.random.categorical(key, q / temperature)
+
+
+def integrate(model_fn, x_start: Array, *, policy: str, schedule, num_steps: int, t_min: float,
+              x1_bound: float | None = None) -> Array:
+    """Latents [P, A] from noise x_start [P, A]: Euler on a velocity (``policy="flow"``) or DDIM on
+    an epsilon network (``"diffusion"``, its x1 prediction clipped to ``x1_bound`` when given) from
+    t_min to 1 - t_min.  ``model_fn(x [P, A], t []) -> [P, A]``."""
+    kwargs = dict(num_steps=num_steps, t_start=t_min, t_end=1 - t_min)
+    if policy == "flow":
+        return schedules.sample_euler(model_fn, x_start, **kwargs)
+    return schedules.sample_ddim(model_fn, x_start, schedule=schedule, x1_bound=x1_bound, **kwargs)
+
+
+class SampleNoise(NamedTuple):
+    """The draws of ``sample_select`` at one state, given instead of a key: the ODE's starts
+    x_start [P, A] and Gumbel noise [P] of the Boltzmann choice (unused when greedy)."""
+
+    x_start: Array
+    gumbel: Array
+
+
+def sample_select(key: Array, model_fn, q_fn, *, num_particles: int, action_dim: int, temperature, greedy: bool,
+                  noise: SampleNoise | None = None, **integrate_kwargs) -> Array:
+    """One latent u [A] at one state: ``num_particles`` latents by ``integrate``, then ``select``
+    on ``q_fn(tanh u [P, A]) -> [P]``.  With ``noise`` the draws are given (the key is unused) and
+    the Boltzmann choice is argmax(q / lambda + gumbel), the same rule as ``jax.random.categorical``."""
+    if noise is None:
+        key_start, key_select = jax.random.split(key)
+        x_start = normal_rows.normal(key_start, (num_particles, action_dim))
+    else:
+        x_start = noise.x_start
+    latents = integrate(model_fn, x_start, **integrate_kwargs)
+    q = q_fn(jnp.tanh(latents))
+    if noise is None:
+        index = select(key_select, q, temperature, greedy)
+    else:
+        index = jnp.argmax(q if greedy else q / temperature + noise.gumbel)
+    return latents[index]
+
+
+def map_states(fn, key: Array, obs: Array, chunk: int | None, noise=None) -> Array:
+    """``fn(key_i, obs_i)`` over states obs [N, O] with one key each, or ``fn(key_i, obs_i,
+    noise_i)`` when a pytree ``noise`` of leading axis N is given: one vmap (chunk None) or
+    ``lax.map`` in chunks of ``chunk`` states (same numbers, less memory)."""
+    keys = jax.random.split(key, obs.shape[0])
+    args = (keys, obs) if noise is None else (keys, obs, noise)
+    if chunk is None:
+        return jax.vmap(fn)(*args)
+    return jax.lax.map(lambda a: fn(*a), args, batch_size=chunk)
+
+
+def resolve_sample_chunk(sample_chunk, num_particles: int) -> int | None:
+    """States per sampler chunk, or None for one vmap: ``sample_chunk`` None (or "auto") is
+    ``CPU_CHUNK_ROWS // num_particles`` on CPU and one vmap on an accelerator, where the sampler is
+    latency-bound; 0 is one vmap; a positive int is itself."""
+    if sample_chunk not in (None, "auto"):
+        return sample_chunk or None
+    if jax.default_backend() != "cpu":
+        return None
+    return max(1, CPU_CHUNK_ROWS // num_particles)
+
+
+def resolve_particle_batch(particle_batch, num_particles: int, batch_size: int) -> int | None:
+    """Posterior particles per chunk, or None for one vmap: ``particle_batch`` None (or "auto") is
+    the largest divisor of ``num_particles`` with at most ``CPU_POSTERIOR_ROWS`` rows over the
+    batch on CPU (100 particles, batch 256: 20) and one vmap on an accelerator; 0 is one vmap; a
+    positive int is itself."""
+    if particle_batch not in (None, "auto"):
+        return particle_batch or None
+    if jax.default_backend() != "cpu":
+        return None
+    limit = max(1, CPU_POSTERIOR_ROWS // batch_size)
+    return max(d for d in range(1, min(limit, num_particles) + 1) if num_particles % d == 0)
