@@ -236,14 +236,15 @@ def test_one_whole_update_matches():
 
 
 @pytest.mark.skipif(os.environ.get("RFM_JAX_GOLDEN_CHILD") == "1", reason="this is the child run")
-def test_golden_updates_match_without_the_xla_defaults():
-    """The tests above again in a process without rfm_jax's XLA CPU defaults (RFM_JAX_XLA_DEFAULTS=0)."""
+def test_golden_updates_match_on_plain_jax():
+    """The tests above again in a process on plain JAX (RFM_JAX_PLAIN=1: no speed device of
+    rfm_jax._speed, no XLA CPU flag defaults)."""
     import subprocess
     import sys
 
-    from rfm_jax.infra.runtime import environment_without_defaults
+    from rfm_jax.infra.runtime import environment_plain
 
-    env = {**environment_without_defaults(), "RFM_JAX_GOLDEN_CHILD": "1"}
+    env = {**environment_plain(), "RFM_JAX_GOLDEN_CHILD": "1"}
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:xdist", "-p", "no:cacheprovider",
                            os.path.abspath(__file__)], capture_output=True, text=True, env=env, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:]
