@@ -37,14 +37,17 @@ def test_ci_runs_readme_test_command():
 
 
 def test_readme_main_job_config_is_valid(run_script):
-    """The main job's --config (and every documented run.py config) passes run.py's validation."""
+    """The main job's --config (and every documented run.py config) passes run.py's validation
+    (``rfm_jax.training.run.validate``; ``run_script`` puts experiments/ on sys.path)."""
     import shlex
 
     from configs import rfm as configs
+
+    from rfm_jax.training.run import validate
     commands = re.findall(r"```bash\n(.*?)\n```", README.read_text(), re.S)
     main = next(c for c in commands if "experiments/run.py" in c)
     args = [a for a in shlex.split(main.rpartition(" && ")[2]) if a.startswith("--config")]
     config = configs.get_config(args[0].partition(":")[2])
-    assert run_script.validate(config) == []
+    assert validate(config) == []
     for arg in ("cheetah-run", "finger-turn_hard", "cpu", "smoke", "cpu,walker-walk"):
-        assert run_script.validate(configs.get_config(arg)) == [], arg
+        assert validate(configs.get_config(arg)) == [], arg

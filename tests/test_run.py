@@ -121,6 +121,25 @@ def test_existing_workdir_needs_resume_and_resume_refuses_other_fields(full_run,
     assert proc.returncode != 0 and "total_steps (200) is below the newest checkpoint's step (300)" in proc.stderr
 
 
+def test_resume_refuses_a_garbled_or_missing_run_file_in_one_line(full_run, tmp_path):
+    """A workdir whose config.json is garbled, or whose setup.json is gone: exit 2, one line naming the file."""
+    import shutil
+
+    workdir = tmp_path / "damaged"
+    shutil.copytree(full_run, workdir)
+    (workdir / "config.json").write_text('{"task": "cartpole-sw')
+    proc = _run(str(workdir), "--resume", check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines() == [f"run.py: --resume: {workdir}/config.json is not valid JSON "
+                                                "(Unterminated string starting at: line 1 column 10); restore it, "
+                                                "or start afresh in another --workdir"], proc.stderr[-2000:]
+    shutil.copy(os.path.join(full_run, "config.json"), workdir / "config.json")
+    os.remove(workdir / "setup.json")
+    proc = _run(str(workdir), "--resume", check=False)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        f"run.py: --resume: {workdir}/setup.json is missing; restore it, or start afresh in another --workdir"]
+
+
 @pytest.mark.parametrize(
     "overrides, field",
     [
@@ -139,18 +158,19 @@ def test_existing_workdir_needs_resume_and_resume_refuses_other_fields(full_run,
     ],
 )
 def test_every_bad_field_is_named_by_validate_or_setup(overrides, field, run_script):
-    """The same checks as above in-process (run.validate, then the agent's checks in run.setup)."""
-    from absl import app
+    """The same checks as above in-process (``rfm_jax.training.run.validate``, then the agent's
+    checks in ``setup``); ``run_script`` puts experiments/ on sys.path for ``configs``."""
     from configs import rfm
 
-    run_py = run_script
+    from rfm_jax.infra.guards import UserError
+    from rfm_jax.training.run import setup, validate
 
     config = rfm.get_config("smoke")
     config.update_from_flattened_dict(overrides)
-    message = "\n".join(run_py.validate(config))
+    message = "\n".join(validate(config))
     if not message:
-        with pytest.raises(app.UsageError) as error:
-            run_py.setup(config)
+        with pytest.raises(UserError) as error:
+            setup(config)
         message = str(error.value)
     assert field in message, message
 

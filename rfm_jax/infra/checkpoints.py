@@ -15,6 +15,9 @@ A save that runs out of disk space raises ``DiskFullError`` (one line: the direc
 the last good checkpoint, which is intact).  The partial directory of such a save, or of a
 process killed while saving, is removed, and named, when the next ``Checkpointer`` opens the
 directory.
+
+``complete_steps(directory)`` and ``read_meta(directory, step)`` look at a run's checkpoints
+without opening a ``Checkpointer`` (nothing is created, removed or restored but the metadata).
 """
 
 from __future__ import annotations
@@ -173,6 +176,23 @@ class Checkpointer:
 
     def close(self) -> None:
         self.manager.close()
+
+
+def complete_steps(directory: str) -> list[int]:
+    """Steps of the complete checkpoints in ``directory``, oldest first ([] when there is none or
+    no directory): the step directories orbax has finalised, by its public step-path API (a save
+    still being written, or cut short, is not one)."""
+    if not os.path.isdir(directory):
+        return []
+    return sorted(m.step for m in ocp.path.step.standard_name_format().find_all(os.path.abspath(directory)))
+
+
+def read_meta(directory: str, step: int) -> dict:
+    """The JSON metadata of checkpoint ``step`` in ``directory`` (step, wall time, process count,
+    digests, ...), restored through orbax without the arrays or the host records."""
+    path = os.path.join(os.path.abspath(directory), str(step))
+    with _quiet_orbax(), ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
+        return dict(checkpointer.restore(path, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"])
 
 
 def _reason(error: BaseException) -> str:

@@ -10,6 +10,8 @@ signal flag, interruptible compilation and disk-full detection (used by ``rfm_ja
   seconds at the reference numerics) in a worker thread and raises ``Interrupted`` within
   ``poll`` seconds of a signal, instead of handling the signal only once XLA returns.
 * ``is_disk_full(error)`` recognises ENOSPC however it is wrapped (orbax, tensorstore, the OS).
+* ``UserError``: bad input the user can fix (a config field, the workdir), refused before
+  anything is compiled or written (``rfm_jax.training.run``; the CLI prints it in one line).
 """
 
 from __future__ import annotations
@@ -22,6 +24,11 @@ from contextlib import contextmanager
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+
+class UserError(ValueError):
+    """Something the user can fix (a config field, the workdir, a flag): a one-line message naming
+    it; ``experiments/run.py`` prints it as ``run.py: ...`` with exit status 2."""
 
 
 class NonFiniteError(RuntimeError):

@@ -9,6 +9,7 @@ seed with every combination (seed-major), and one ``jit(vmap)`` over R trains th
 
 Each run has a name, ``seed{s}`` or ``seed{s}_temperature0.02``: metrics and TensorBoard use it.
 Counts and shapes are not leaves and cannot be swept (``expand`` names the field).
+``sweep_values(config)`` reads a config's ``sweep`` section (comma-separated values per field).
 """
 
 from __future__ import annotations
@@ -55,6 +56,23 @@ def expand(seeds, sweep: dict | None, hyper=None) -> list[Run]:
             suffix = "".join(f"_{k}{_fmt(v)}" for k, v in values.items())
             runs.append(Run(int(seed), values, f"seed{int(seed)}{suffix}"))
     return runs
+
+
+def sweep_values(config) -> dict:
+    """{field: [float, ...]} of the fields given in ``config.sweep``; a static field or a value
+    that is not a number raises a one-line ValueError naming it."""
+    out = {}
+    for field, text in config.sweep.items():
+        if text is None:
+            continue
+        if field in config.agent and field not in config.hyper:
+            raise ValueError(f"config.sweep.{field}: `{field}` is static (a shape, count or mode: changing it "
+                             f"recompiles) and cannot be swept; sweepable: {', '.join(config.hyper.keys())}")
+        try:
+            out[field] = [float(v) for v in str(text).split(",") if v.strip()]
+        except ValueError:
+            raise ValueError(f"config.sweep.{field}: expected comma-separated numbers, got {text!r}") from None
+    return out
 
 
 def hyper_per_run(hyper, runs: list[Run]):
