@@ -5,6 +5,7 @@ trained run without unpickling anything."""
 
 import json
 import os
+import pathlib
 import pickle
 
 import jax.numpy as jnp
@@ -116,6 +117,15 @@ def test_provenance_appends_one_entry_per_session(tmp_path):
     assert {"started", "rfm_jax", "jax", "devices", "backend", "git_commit"} <= set(sessions[0])
 
 
+def test_a_damaged_provenance_file_is_kept_aside_and_a_new_one_started(tmp_path):
+    (tmp_path / provenance.PROVENANCE).write_text('[{"started": ')
+    said = []
+    provenance.record_session(str(tmp_path), resume=True, argv=["run.py", "--resume"], log=said.append)
+    assert len(said) == 1 and "kept as provenance.json.damaged" in said[0]
+    assert (tmp_path / "provenance.json.damaged").read_text() == '[{"started": '
+    assert [s["resume"] for s in provenance.read_sessions(str(tmp_path))] == [True]
+
+
 def test_run_refuses_bad_input_before_writing_and_dry_runs(run_script, tmp_path, capsys):
     """``run_script`` puts experiments/ on sys.path for ``configs``."""
     from configs import rfm
@@ -138,7 +148,8 @@ def test_run_refuses_bad_input_before_writing_and_dry_runs(run_script, tmp_path,
 
 def test_load_policy_never_unpickles(full_run, monkeypatch):
     """The checkpoints' host records (env states) are pickles: ``load_policy`` restores the agent's
-    arrays alone, so a workdir from elsewhere cannot run code through it."""
+    arrays alone, so a workdir from elsewhere cannot run code through it; and it only reads, so it
+    can load a policy from a run that is saving a checkpoint."""
     from rfm_jax.training.policy import load_policy
 
     def refuse(*args, **kwargs):
@@ -148,7 +159,14 @@ def test_load_policy_never_unpickles(full_run, monkeypatch):
     monkeypatch.setattr(pickle, "load", refuse)
     monkeypatch.setattr(pickle, "Unpickler", refuse)
     monkeypatch.setattr(Checkpointer, "restore", refuse)  # the path that reads the host records
-    policy = load_policy(full_run, run="seed0")
+    monkeypatch.setattr(Checkpointer, "__init__", refuse)  # opening one removes partial saves
+    partial = pathlib.Path(full_run) / "checkpoints" / "400.orbax-checkpoint-tmp-1"  # a save being written
+    partial.mkdir()
+    try:
+        policy = load_policy(full_run, run="seed0")
+        assert partial.is_dir()  # read-only: a run's save in progress is left alone
+    finally:
+        partial.rmdir()
     assert policy.step == 300
     action = np.asarray(policy(np.zeros(5, np.float32)))
     assert action.shape == (1,) and np.all(np.abs(action) <= 1)

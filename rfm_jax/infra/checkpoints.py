@@ -128,12 +128,6 @@ class Checkpointer:
         records = [host["records"][i, :n].tobytes() for i, n in enumerate(host["lengths"])]
         return out["state"], records, meta
 
-    def restore_state(self, step: int, like_state):
-        """The train state alone (e.g. a policy to evaluate), whatever process count wrote it;
-        not checked against the digests, which cover each process's part with its records."""
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like_state)
-        return self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))["state"]
-
     def restore_latest_good(self, like_state, log=print):
         """(step, state, records, meta) of the newest checkpoint that loads and matches its digest;
         each one skipped is reported through ``log`` with its path and reason.  Raises
@@ -193,6 +187,17 @@ def read_meta(directory: str, step: int) -> dict:
     path = os.path.join(os.path.abspath(directory), str(step))
     with _quiet_orbax(), ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
         return dict(checkpointer.restore(path, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"])
+
+
+def read_state(directory: str, step: int, like_state):
+    """The train state of checkpoint ``step`` in ``directory`` alone, read-only: nothing in the
+    directory is created or removed (a run may be writing to it) and the host records, which are
+    pickles, are not read.  Not checked against the digests, which cover each part with its
+    records."""
+    path = os.path.join(os.path.abspath(directory), str(step))
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like_state)
+    with _quiet_orbax(), ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
+        return checkpointer.restore(path, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))["state"]
 
 
 def _reason(error: BaseException) -> str:

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from rfm_jax import envs
-from rfm_jax.infra.checkpoints import Checkpointer
+from rfm_jax.infra.checkpoints import complete_steps, read_state
 from rfm_jax.training import loop
 from rfm_jax.training.program import compile_seeds, make_step_fns
 
@@ -68,10 +68,10 @@ def load_policy(workdir: str, run: int | str = 0) -> Policy:
     spec = envs.spec(setup["task"])
     fns = compile_seeds(make_step_fns(agent, obs_dim=spec.obs_dim, action_dim=spec.action_dim, **setup["step_fns"]))
     like = jax.eval_shape(fns.init, jnp.stack([jax.random.PRNGKey(r.seed) for r in runs]), hyper)
-    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
-    step = ckpt.latest_step()
-    if step is None:
+    directory = os.path.join(workdir, "checkpoints")
+    steps = complete_steps(directory)  # read-only: a run may be saving into this directory now
+    if not steps:
         raise FileNotFoundError(f"load_policy: no checkpoint in {workdir}/checkpoints.")
-    state = ckpt.restore_state(step, like)
-    ckpt.close()
+    step = steps[-1]
+    state = read_state(directory, step, like)
     return Policy(agent=agent, state=jax.tree.map(lambda x: x[index], state.agent), run=names[index], step=step)
