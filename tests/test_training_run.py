@@ -80,6 +80,18 @@ def test_resume_checks_name_the_field_or_the_step(workdir):
         resume.check_resume(str(workdir), _config(total_steps=150), 200)
 
 
+def test_a_run_written_before_a_setting_was_renamed_resumes(workdir):
+    """0.1.0 wrote agent.num_data_particles; 0.2.0 calls it num_act_particles (and keeps the old
+    name as an unset field for one release)."""
+    (workdir / resume.CONFIG_FILE).write_text(_config(**{"agent.num_data_particles": 8}).to_json())
+    now = _config()
+    now.agent.num_act_particles, now.agent.num_data_particles = 8, None
+    resume.check_resume(str(workdir), now, 200)
+    now.agent.num_act_particles = 4
+    with pytest.raises(UserError, match=r"agent.num_act_particles \(8 -> 4\)"):
+        resume.check_resume(str(workdir), now, 200)
+
+
 @pytest.mark.parametrize("name", ["config.json", "setup.json"])
 @pytest.mark.parametrize("content, reason", [(None, "is missing"), ('{"task": "cartp', "is not valid JSON"),
                                              (b"\xff\xfe", "cannot read"), ("[1, 2]", "does not hold a JSON object")])

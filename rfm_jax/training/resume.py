@@ -86,9 +86,9 @@ def check_resume(workdir: str, config, latest: int | None, log=_say) -> None:
     the newest checkpoint ``latest`` or whose process count differs from the checkpoint's."""
     from rfm_jax.training.loop import SETUP_FILE  # what load_policy rebuilds the agent from
 
-    saved = _flat(read_run_file(workdir, CONFIG_FILE))
+    saved = _renamed(_flat(read_run_file(workdir, CONFIG_FILE)))
     read_run_file(workdir, SETUP_FILE)
-    current = _flat(json.loads(config.to_json()))
+    current = _renamed(_flat(json.loads(config.to_json())))
     changed = [k for k in sorted(set(saved) | set(current)) if saved.get(k) != current.get(k)
                and k not in RESUMABLE_CHANGES]
     if changed:
@@ -102,6 +102,20 @@ def check_resume(workdir: str, config, latest: int | None, log=_say) -> None:
         raise UserError(f"--resume: config.total_steps ({config.total_steps}) is below the newest "
                         f"checkpoint's step ({latest}) in {workdir}")
     check_process_count(workdir, latest)
+
+
+def _renamed(flat: dict) -> dict:
+    """Flat config fields with a renamed agent field (``agents.base.RENAMED``) under its new name,
+    so that a run written before the rename resumes."""
+    from rfm_jax.agents.base import RENAMED
+
+    flat = dict(flat)
+    for old, new in RENAMED.items():
+        value = flat.pop(f"agent.{old}", None)
+        if value is not None:
+            flat[f"agent.{new}"] = value
+        flat.pop(f"sweep.{old}", None)
+    return flat
 
 
 def check_process_count(workdir: str, step: int | None, process_count: int | None = None) -> None:
