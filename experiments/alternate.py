@@ -1,6 +1,6 @@
 """Time two benchmark commands alternately in one session and report their ratio.
 
-    python experiments/alternate.py --rounds 3 --out experiments/results/bench_update/vs_official_reference.json \\
+    python experiments/alternate.py --rounds 3 --out runs/vs_official_reference.json \\
         --a "python experiments/bench_update.py --numerics reference --seeds 1 --no-breakdown" \\
         --b "cd ../ReverseFlowMatching && venv/bin/python official_rfm_bench.py 17 6 100 32 32 32 10 256 256"
 

@@ -2,7 +2,7 @@
 # The training step on an accelerator: seeds scaling at both numerics, the chunking default
 # ("auto" = one vmap off CPU) against the CPU's chunk sizes, float32 matmuls at the backend's
 # default precision against "highest", a device trace of the step, and XLA's Triton GEMMs off.
-# Each line is one experiments/bench_update.py run (README, "On a GPU").
+# Each line is one experiments/bench_update.py run (docs/performance.md, the GPU section).
 #
 #   bash experiments/bench_gpu.sh [OUT_DIR] [MIN_TIME_S]      # PYTHON=python3 to pick the interpreter
 #

@@ -27,6 +27,7 @@ constant 1 in place of RFM's temperature input.
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
@@ -38,7 +39,9 @@ from rfm_jax.agents import base, particles
 from rfm_jax.method import losses, schedules
 from rfm_jax.method.validation import check_positive_int, check_rank
 from rfm_jax.networks import PolicyNet
-from rfm_jax.training import replay
+
+if TYPE_CHECKING:  # the batch's type only: agents do not depend on the training layer
+    from rfm_jax.training import replay
 
 Array = jax.Array
 

@@ -32,6 +32,7 @@ and the uniform actions of the entropy term are drawn in (-0.999, 0.999) and map
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
@@ -43,7 +44,9 @@ from rfm_jax.agents import base, particles
 from rfm_jax.method import schedules
 from rfm_jax.method.validation import check_positive_int, check_rank
 from rfm_jax.networks import PolicyNet
-from rfm_jax.training import replay
+
+if TYPE_CHECKING:  # the batch's type only: agents do not depend on the training layer
+    from rfm_jax.training import replay
 
 Array = jax.Array
 

@@ -26,7 +26,7 @@ once per state and its time columns once per ODE step (``PolicyNet.condition``).
 from __future__ import annotations
 
 import dataclasses
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -39,7 +39,9 @@ from rfm_jax.method import losses, schedules
 from rfm_jax.method.estimators import tanh_boltzmann_log_prob
 from rfm_jax.method.validation import check_positive_int, check_rank
 from rfm_jax.networks import PolicyNet
-from rfm_jax.training import replay
+
+if TYPE_CHECKING:  # the batch's type only: agents do not depend on the training layer
+    from rfm_jax.training import replay
 
 Array = jax.Array
 POLICIES = ("flow", "diffusion")

@@ -17,6 +17,7 @@ one seed; vmap over seeds and sweeps.
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
@@ -27,7 +28,9 @@ from rfm_jax.agents import base
 from rfm_jax.method import losses
 from rfm_jax.method.validation import check_positive_int, check_rank
 from rfm_jax.networks import TanhGaussianActor, tanh_gaussian_sample
-from rfm_jax.training import replay
+
+if TYPE_CHECKING:  # the batch's type only: agents do not depend on the training layer
+    from rfm_jax.training import replay
 
 Array = jax.Array
 

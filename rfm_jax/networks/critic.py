@@ -10,7 +10,7 @@ dots with transposes between the layers), and the A input columns of an action (
 the policy's u_t) go through ``thin_matmul``, a sum of A broadcast products that XLA fuses with the
 bias and the activation, where a dot with an inner dimension of 6 is a separate, slow GEMM.  The
 critics' first layer is ``kernel_matmul``, whose weight gradient is x^T g in the kernel's [in, out]
-order (reverse mode only).  Derivatives stay dots.  README (speed) has the measured effect.
+order (reverse mode only).  Derivatives stay dots.  docs/performance.md has the measured effect.
 """
 
 from __future__ import annotations
