@@ -33,7 +33,7 @@ import time
 
 import numpy as np
 
-# rfm_jax's experiments/configs/rfm.py:cpu (tests/test_official.py checks that the two agree).
+# rfm_jax's experiments/configs/rfm.py:cpu (tests/scripts/test_experiments.py checks that the two agree).
 PRESET = dict(total_steps=40_000, warmup_steps=5_000, batch_size=128, replay_capacity=50_000, eval_every=5_000,
               num_posterior_particles=16, num_train_particles=8, num_act_particles=8, num_eval_particles=8,
               num_ode_steps=5, actor_width=128, actor_blocks=2, actor_embed_dim=128, critic_hidden=(64, 64),

@@ -1,4 +1,4 @@
-"""Golden numbers of one RFM update made by the authors' code, for ``tests/test_golden.py``.
+"""Golden numbers of one RFM update made by the authors' code, for ``tests/agents/test_golden.py``.
 
 Run it from a checkout of azizanlab/ReverseFlowMatching, in that code's own virtual environment
 (jax 0.6.2, flax 0.10.7, optax 0.2.6; see experiments/official.py), never from rfm_jax's:

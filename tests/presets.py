@@ -24,7 +24,7 @@ def settings(name: str, preset: str = "smoke") -> dict:
 
 
 def probe(name: str) -> tuple[dict, dict, float]:
-    """(settings, hyper overrides, tolerance) of agent ``name`` on tests/test_probe.py's bandit:
+    """(settings, hyper overrides, tolerance) of agent ``name`` on tests/agents/test_probe.py's bandit:
     its preset file's ``PROBE`` overrides (``agent.`` and ``hyper.`` fields) and ``PROBE_TOLERANCE``."""
     module = preset_file(name)
     static = {k.split(".", 1)[1]: v for k, v in module.PROBE.items() if k.startswith("agent.")}

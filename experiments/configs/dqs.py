@@ -12,7 +12,7 @@ one program, e.g. ``--config.sweep.temperature=0.02,0.05``.
 from configs import common, rfm
 
 # RFM's preset sizes, except 10 DDIM steps: the VE path's sigma falls geometrically from 0.89 to 1e-5,
-# and on the bandit probe (tests/test_probe.py) 4 steps missed the optimum by 0.28 against 0.07 with 8.
+# and on the bandit probe (tests/agents/test_probe.py) 4 steps missed the optimum by 0.28 against 0.07 with 8.
 CPU = {**common.for_agent("dqs", rfm.CPU), "agent.num_ode_steps": 10}
 SMOKE = common.for_agent("dqs", rfm.SMOKE)
 PROBE = {**common.for_agent("dqs", rfm.PROBE), "agent.num_ode_steps": 8}

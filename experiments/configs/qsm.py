@@ -12,7 +12,7 @@ in one program, e.g. ``--config.sweep.score_scale=10,50``.
 from configs import common, rfm
 
 # RFM's preset sizes, with 10 DDIM steps: the VP path's alpha rises from 0.007, and on the bandit probe
-# (tests/test_probe.py) 4 steps missed the optimum by 0.27 against 0.10 with 10.
+# (tests/agents/test_probe.py) 4 steps missed the optimum by 0.27 against 0.10 with 10.
 CPU = {**common.for_agent("qsm", rfm.CPU), "agent.num_ode_steps": 10}
 SMOKE = common.for_agent("qsm", rfm.SMOKE)
 # c = 50 is sized for DMC's Q scale; on the probe (|grad Q| <= 4) it overshoots and the samples

@@ -26,7 +26,7 @@ SMOKE = {
     "agent.num_act_particles": 3, "agent.num_eval_particles": 4, "agent.num_ode_steps": 2,
     "agent.actor_width": 16, "agent.actor_blocks": 1, "agent.actor_embed_dim": 8, "agent.critic_hidden": (16, 16),
 }
-# tests/test_probe.py's bandit (|A| = 1, Q = r).  128 posterior particles: with 16 the estimate at small
+# tests/agents/test_probe.py's bandit (|A| = 1, Q = r).  128 posterior particles: with 16 the estimate at small
 # t is too noisy to learn this target in 900 updates (error 0.3-0.4 with any control variate; 0.11
 # with 128).  Greedy is argmax-Q over 8 particles (the cpu preset's count); one sample keeps the
 # target's spread (lambda = 0.02: E|a - a*| ~ 0.08 at convergence, 0.09-0.13 over 5 seeds, measured).

@@ -8,7 +8,7 @@
   (GELU, ReLU masks, Adam) use 512-bit vectors instead of the default 256.
 
 Both keep float32 throughout (outputs agree to float32 rounding, see
-``tests/test_networks.py``).  ``configure_xla_cpu()`` also calls ``unroll_threefry_on_cpu()``
+``tests/networks/test_networks.py``).  ``configure_xla_cpu()`` also calls ``unroll_threefry_on_cpu()``
 (the same random bits, less time on CPU).  It must run before JAX starts its backend (the first
 computation); a flag already named in ``XLA_FLAGS`` is left as the user set it, and
 ``RFM_JAX_XLA_DEFAULTS=0`` (or ``RFM_JAX_PLAIN=1``, which also turns off every speed device of

@@ -1,4 +1,4 @@
-"""A toy agent for tests/test_extending.py: random shooting on twin critics (QT-Opt without the
+"""A toy agent for tests/agents/test_extending.py: random shooting on twin critics (QT-Opt without the
 cross-entropy refinement).  It acts by argmax-Q over ``num_candidates`` uniform actions (with
 Gaussian exploration noise when not greedy) and backs up y = r + gamma d min_k Qbar_k(s', a*(s')).
 The test copies this file to rfm_jax/agents/toy.py: nothing else in the package changes."""

@@ -1,4 +1,4 @@
-"""Presets of the toy agent (tests/test_extending.py copies this file to experiments/configs/toy.py)."""
+"""Presets of the toy agent (tests/agents/test_extending.py copies this file to experiments/configs/toy.py)."""
 
 from configs import common
 

@@ -15,15 +15,15 @@ import pytest
 
 from rfm_jax.agents import SPECS, config_kwargs, make_agent
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 IGNORE = shutil.ignore_patterns("__pycache__", "results", "*.pyc")
 
 
 def _copy_tree(dest) -> None:
     shutil.copytree(os.path.join(ROOT, "rfm_jax"), dest / "rfm_jax", ignore=IGNORE)
     shutil.copytree(os.path.join(ROOT, "experiments"), dest / "experiments", ignore=IGNORE)
-    (dest / "tests").mkdir()
-    for name in ("conftest.py", "presets.py", "test_agents.py", "test_probe.py"):
+    (dest / "tests" / "agents").mkdir(parents=True)
+    for name in ("conftest.py", "presets.py", "agents/test_agents.py", "agents/test_probe.py"):
         shutil.copy(os.path.join(ROOT, "tests", name), dest / "tests" / name)
     shutil.copy(os.path.join(ROOT, "pyproject.toml"), dest / "pyproject.toml")
 
@@ -45,7 +45,7 @@ def test_a_new_agent_is_one_agent_file_and_one_preset_file(tmp_path):
     assert found.stdout.startswith(str(tree)) and "'toy'" in found.stdout, found.stdout
 
     tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_agents.py",
-                            "tests/test_probe.py", "-k", "toy or preset_file"],
+                            "tests/agents/test_probe.py", "-k", "toy or preset_file"],
                            cwd=tree, env=env, capture_output=True, text=True, timeout=900)
     assert tests.returncode == 0, tests.stdout[-3000:]
     assert "4 passed" in tests.stdout, tests.stdout[-1000:]  # agents, preset files, probe, probe on plain JAX

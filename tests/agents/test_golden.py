@@ -25,7 +25,7 @@ from rfm_jax.method.estimators import posterior_mean, tanh_boltzmann_log_prob
 from rfm_jax.networks import CriticEnsemble, PolicyNet
 from rfm_jax.training import replay
 
-FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "official_update_small.npz")
+FIXTURE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "fixtures", "official_update_small.npz")
 F = dict(np.load(FIXTURE))
 PROV = json.loads(str(F["provenance"]))
 S, SET = PROV["shapes"], PROV["settings"]

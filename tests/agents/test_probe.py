@@ -7,7 +7,7 @@ It runs twice: with rfm_jax's XLA CPU defaults and speed devices (this process) 
 (``RFM_JAX_PLAIN=1``: no XLA flag defaults, no ``rfm_jax._speed`` device; a subprocess, since XLA
 reads its flags once per process): a learning outcome must not hang on float32 rounding.  Each
 agent's settings here are its preset file's ``PROBE`` (``experiments/configs/<name>.py``).
-``python tests/test_probe.py NAME`` prints one agent's per-seed errors as JSON (what the subprocess
+``python tests/agents/test_probe.py NAME`` prints one agent's per-seed errors as JSON (what the subprocess
 runs).
 """
 
@@ -78,15 +78,23 @@ def test_greedy_action_converges_on_a_one_step_bandit(name):
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))
 def test_greedy_action_converges_on_plain_jax(name):
-    from rfm_jax.infra.runtime import environment_plain
-
-    env = environment_plain()
+    env = _child_env()
     proc = subprocess.run([sys.executable, os.path.abspath(__file__), name], capture_output=True, text=True,
                           env=env, timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["xla_flags"] == env["XLA_FLAGS"]
     check(name, np.array(result["after"]), np.array(result["before"]), "RFM_JAX_PLAIN=1")
+
+
+
+def _child_env() -> dict:
+    """The plain-JAX environment (``environment_plain``) with tests/ on the path (``presets``)."""
+    from rfm_jax.infra.runtime import environment_plain
+
+    env = environment_plain()
+    tests = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return {**env, "PYTHONPATH": os.pathsep.join(filter(None, [tests, env.get("PYTHONPATH")]))}
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""rfm_jax.training.run and its parts in-process (no subprocess; tests/test_run.py runs the CLI):
+"""rfm_jax.training.run and its parts in-process (no subprocess; tests/scripts/test_run.py runs the CLI):
 checkpoint discovery through orbax's public API, the resume policy and checks (missing or garbled
 run files refused in one line naming them), provenance records, and ``load_policy`` restoring a
 trained run without unpickling anything."""

@@ -29,31 +29,6 @@ def test_a_flag_the_user_set_is_kept_and_the_opt_out_adds_nothing(monkeypatch):
     assert runtime.configure_xla_cpu() == ""
 
 
-def test_unrolled_threefry_gives_the_same_bits_without_a_loop_on_cpu():
-    """The lowering configure_xla_cpu registers (conftest calls it) draws the same bits as JAX's
-    rolled CPU loop, with no while loop left in the compiled program."""
-    import jax
-    import numpy as np
-    from jax._src.interpreters import mlir
-    from jax._src.random import threefry2x32 as threefry
-
-    def draw(key):
-        keys = jax.random.split(key, 300)
-        return jax.vmap(lambda k: jax.random.normal(k, (7, 16)))(keys), jax.random.uniform(keys[3], (5,))
-
-    key = jax.random.PRNGKey(3)
-    assert runtime.unroll_threefry_on_cpu()
-    unrolled = jax.jit(lambda k: draw(k)).lower(key).compile()
-    try:
-        mlir.register_lowering(threefry.threefry2x32_p, threefry._threefry2x32_cpu_lowering_rule, platform="cpu")
-        rolled = jax.jit(lambda k: draw(k)).lower(key).compile()
-    finally:
-        runtime.unroll_threefry_on_cpu()
-    assert " while(" in rolled.as_text() and " while(" not in unrolled.as_text()
-    for a, b in zip(jax.tree.leaves(unrolled(key)), jax.tree.leaves(rolled(key)), strict=True):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-
-
 def test_environment_without_defaults_drops_only_our_flags():
     from rfm_jax.infra.runtime import environment_without_defaults
 

@@ -2,7 +2,7 @@
 the same numbers to float32 tolerance.  ``outputs()`` computes the networks, their gradients, the
 argmin-critic input gradient, the draws and one update of every registered agent (smoke-preset
 sizes; fixed keys and inputs) in this process, and again in a subprocess on plain JAX
-(``python tests/test_plain.py OUT.npz``); the test compares the two.  That the switch took effect
+(``python tests/speed/test_plain.py OUT.npz``); the test compares the two.  That the switch took effect
 is checked too: the plain policy network's program has more dot products (no ``thin_matmul``)."""
 
 import os
@@ -20,7 +20,7 @@ from rfm_jax.networks import CriticEnsemble, PolicyNet, sinusoidal_embedding
 from rfm_jax.training.replay import Transition
 
 OBS, ACT, BATCH = 5, 6, 16
-# float32 through a few hundred operations in another order (as tests/test_golden.py); the absolute
+# float32 through a few hundred operations in another order (as tests/agents/test_golden.py); the absolute
 # floor scales with the array's largest entry (a sum's rounding error scales with its terms).
 RTOL, ATOL = 2e-5, 2e-6
 
@@ -68,11 +68,9 @@ def outputs() -> dict:
 
 
 def test_the_plain_switch_gives_the_same_numbers(tmp_path):
-    from rfm_jax.infra.runtime import environment_plain
-
     ours = outputs()
     path = tmp_path / "plain.npz"
-    proc = subprocess.run([sys.executable, os.path.abspath(__file__), str(path)], env=environment_plain(),
+    proc = subprocess.run([sys.executable, os.path.abspath(__file__), str(path)], env=_child_env(),
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     theirs = dict(np.load(path))
@@ -83,6 +81,16 @@ def test_the_plain_switch_gives_the_same_numbers(tmp_path):
     for key in sorted(ours):
         atol = ATOL * max(1.0, float(np.max(np.abs(theirs[key]))))
         np.testing.assert_allclose(ours[key], theirs[key], rtol=RTOL, atol=atol, err_msg=key)
+
+
+
+def _child_env() -> dict:
+    """The plain-JAX environment (``environment_plain``) with tests/ on the path (``presets``)."""
+    from rfm_jax.infra.runtime import environment_plain
+
+    env = environment_plain()
+    tests = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return {**env, "PYTHONPATH": os.pathsep.join(filter(None, [tests, env.get("PYTHONPATH")]))}
 
 
 if __name__ == "__main__":
