@@ -137,7 +137,8 @@ class Checkpointer:
         for step in sorted(self.manager.all_steps(), reverse=True):
             restored, reason = None, None
             try:
-                with _quiet_orbax():  # the one-line reason below says what failed
+                with _quiet_orbax(settle=1.0):  # the one-line reason below says what failed (tensorstore
+                    # may print its asyncio traceback just after the error: wait for it, on failure only)
                     restored = self.restore(step, like_state)
             except ProcessCountMismatch:
                 raise
