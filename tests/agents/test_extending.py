@@ -44,8 +44,8 @@ def test_a_new_agent_is_one_agent_file_and_one_preset_file(tmp_path):
     assert found.returncode == 0, found.stderr[-2000:]
     assert found.stdout.startswith(str(tree)) and "'toy'" in found.stdout, found.stdout
 
-    tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_agents.py",
-                            "tests/agents/test_probe.py", "-k", "toy or preset_file"],
+    tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                            "tests/agents/test_agents.py", "tests/agents/test_probe.py", "-k", "toy or preset_file"],
                            cwd=tree, env=env, capture_output=True, text=True, timeout=900)
     assert tests.returncode == 0, tests.stdout[-3000:]
     assert "4 passed" in tests.stdout, tests.stdout[-1000:]  # agents, preset files, probe, probe on plain JAX
