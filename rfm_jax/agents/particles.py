@@ -8,6 +8,7 @@ softmax_i(Q(s, tanh u_i) / lambda).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, NamedTuple
 
 import jax
@@ -19,7 +20,7 @@ from flax import struct
 from rfm_jax._speed import normal_rows
 from rfm_jax.agents import base
 from rfm_jax.method import estimators, schedules
-from rfm_jax.method.validation import check_rank
+from rfm_jax.method.validation import check_positive_int, check_rank
 from rfm_jax.networks import BLOCKS
 
 Array = jax.Array
@@ -57,14 +58,38 @@ def init_state(key: Array, hyper, *, actor, actor_opt, critics, obs_dim: int, ac
                          updates=jnp.zeros((), jnp.int32))
 
 
-def check_policy_net(name: str, *, actor_block: str, actor_embed_dim: int, t_min: float, actor_lr: float) -> None:
-    """The checks every flow / diffusion policy network shares (``PolicyNet`` and its sampler)."""
-    base.check_choice(name, "actor_block", actor_block, BLOCKS)
-    if actor_embed_dim % 2 or actor_embed_dim < 4:
-        raise ValueError(f"{name}: `actor_embed_dim` must be even and >= 4, got {actor_embed_dim}.")
-    if not 0.0 < t_min < 0.5:
-        raise ValueError(f"{name}: `t_min` must lie in (0, 0.5), got {t_min}.")
-    base.check_positive(name, actor_lr=actor_lr)
+@dataclasses.dataclass(frozen=True)
+class PolicyNetSettings:
+    """The static settings every particle agent shares (its policy network, sampler and critics);
+    each agent's settings dataclass extends it and may change a default."""
+
+    num_eval_particles: int = 32  # policy samples per state when evaluating (argmax-Q)
+    num_ode_steps: int = 10  # sampler steps from t_min to 1 - t_min
+    t_min: float = 0.01  # t is kept in [t_min, 1 - t_min]
+    actor_width: int = 256  # width of the policy network
+    actor_blocks: int = 2  # residual blocks in that network
+    actor_block: str = "reference"  # reference: h + GELU(Dense h); prenorm: h + Dense GELU Dense LayerNorm h
+    actor_embed_dim: int = 128  # sinusoidal embedding size of t and of lambda (each)
+    critic_hidden: tuple[int, ...] = (256, 256)  # hidden sizes of each critic MLP
+    num_critics: int = 2  # critics in the ensemble (the TD target and the actor's Q use their min)
+    actor_lr: float = 3e-4  # Adam learning rate of the policy network
+    critic_lr: float = 1e-3  # Adam learning rate of the critics
+    grad_clip: float | str | None = 10.0  # global-norm clip of the actor's and each critic's gradient; none: no clip
+
+
+def check_policy_net(name: str, s: PolicyNetSettings, obs_dim: int, action_dim: int) -> None:
+    """One-line ValueErrors naming the first bad ``PolicyNetSettings`` field or dimension (the
+    critics' fields are checked by ``base.make_critics``)."""
+    for arg, value in (("obs_dim", obs_dim), ("action_dim", action_dim), ("num_eval_particles", s.num_eval_particles),
+                       ("num_ode_steps", s.num_ode_steps), ("actor_width", s.actor_width),
+                       ("actor_blocks", s.actor_blocks)):
+        check_positive_int(name, arg, value)
+    base.check_choice(name, "actor_block", s.actor_block, BLOCKS)
+    if s.actor_embed_dim % 2 or s.actor_embed_dim < 4:
+        raise ValueError(f"{name}: `actor_embed_dim` must be even and >= 4, got {s.actor_embed_dim}.")
+    if not 0.0 < s.t_min < 0.5:
+        raise ValueError(f"{name}: `t_min` must lie in (0, 0.5), got {s.t_min}.")
+    base.check_positive(name, actor_lr=s.actor_lr)
 
 
 def select(key: Array, q: Array, temperature, greedy: bool) -> Array:

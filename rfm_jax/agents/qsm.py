@@ -37,7 +37,7 @@ from flax import struct
 from rfm_jax._speed import normal_rows
 from rfm_jax.agents import base, particles
 from rfm_jax.method import losses, schedules
-from rfm_jax.method.validation import check_positive_int, check_rank
+from rfm_jax.method.validation import check_rank
 from rfm_jax.networks import PolicyNet
 
 if TYPE_CHECKING:  # the batch's type only: agents do not depend on the training layer
@@ -64,37 +64,20 @@ def check_hyper(hyper: QSMHyper, name: str = "qsm") -> None:
 
 
 @dataclasses.dataclass(frozen=True)
-class QSMSettings:
-    """Static settings (shapes, counts, learning rates): changing one recompiles."""
+class QSMSettings(particles.PolicyNetSettings):
+    """Static settings: ``particles.PolicyNetSettings`` with QSM's number of sampler steps."""
 
-    num_eval_particles: int = 32  # policy samples per state when evaluating (argmax-Q)
     num_ode_steps: int = 20  # DDIM steps from t_min to 1 - t_min on the VP path (QSM: 20)
-    t_min: float = 0.01  # t is kept in [t_min, 1 - t_min]
-    actor_width: int = 256  # width of the policy network
-    actor_blocks: int = 2  # residual blocks in that network
-    actor_block: str = "reference"  # reference: h + GELU(Dense h); prenorm: h + Dense GELU Dense LayerNorm h
-    actor_embed_dim: int = 128  # sinusoidal embedding size of t and of lambda (each)
-    critic_hidden: tuple[int, ...] = (256, 256)  # hidden sizes of each critic MLP
-    num_critics: int = 2  # critics in the ensemble (the TD target and the actor use their min)
-    actor_lr: float = 3e-4  # Adam learning rate of the policy network
-    critic_lr: float = 1e-3  # Adam learning rate of the critics
-    grad_clip: float | str | None = 10.0  # global-norm clip of the actor's and each critic's gradient; none: no clip
 
 
 def make_qsm(*, obs_dim: int, action_dim: int, **settings) -> base.Agent:
-    """Build QSM's pure functions; ``settings`` override
-    ``QSMSettings``'s defaults (all static) and means what it means for ``make_rfm``."""
+    """QSM's pure functions; ``settings`` override ``QSMSettings``'s defaults (all static)."""
     return base.make(SPEC, obs_dim=obs_dim, action_dim=action_dim, **settings)
 
 
 def build(s: QSMSettings, *, obs_dim: int, action_dim: int, name: str = "make_qsm") -> base.Agent:
     """The agent of settings ``s``; ``name`` names the factory in errors."""
-    for arg, value in (("obs_dim", obs_dim), ("action_dim", action_dim), ("num_eval_particles", s.num_eval_particles),
-                       ("num_ode_steps", s.num_ode_steps), ("actor_width", s.actor_width),
-                       ("actor_blocks", s.actor_blocks)):
-        check_positive_int(name, arg, value)
-    particles.check_policy_net(name, actor_block=s.actor_block, actor_embed_dim=s.actor_embed_dim, t_min=s.t_min,
-                          actor_lr=s.actor_lr)
+    particles.check_policy_net(name, s, obs_dim, action_dim)
 
     critics = base.make_critics(num_critics=s.num_critics, hidden=s.critic_hidden, lr=s.critic_lr,
                                 grad_clip=s.grad_clip, name=name)

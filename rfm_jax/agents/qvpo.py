@@ -75,44 +75,27 @@ def q_weights(q: Array) -> Array:
 
 
 @dataclasses.dataclass(frozen=True)
-class QVPOSettings:
-    """Static settings (shapes, counts, learning rates): changing one recompiles."""
+class QVPOSettings(particles.PolicyNetSettings):
+    """Static settings: ``particles.PolicyNetSettings`` and QVPO's own."""
 
     num_train_particles: int = 64  # policy samples per state that the Q-weighted loss trains on (QVPO: 64)
     num_act_particles: int = 32  # policy samples per state when acting in training (Boltzmann-resampled)
-    num_eval_particles: int = 32  # policy samples per state when evaluating (argmax-Q)
     num_ode_steps: int = 20  # DDIM steps from t_min to 1 - t_min (QVPO: 20)
-    t_min: float = 0.01  # t is kept in [t_min, 1 - t_min]
-    actor_width: int = 256  # width of the policy network
-    actor_blocks: int = 2  # residual blocks in that network
-    actor_block: str = "reference"  # reference: h + GELU(Dense h); prenorm: h + Dense GELU Dense LayerNorm h
-    actor_embed_dim: int = 128  # sinusoidal embedding size of t and of lambda (each)
-    critic_hidden: tuple[int, ...] = (256, 256)  # hidden sizes of each critic MLP
-    num_critics: int = 2  # critics in the ensemble (the TD target and the actor use their min)
-    actor_lr: float = 3e-4  # Adam learning rate of the policy network
-    critic_lr: float = 1e-3  # Adam learning rate of the critics
-    grad_clip: float | str | None = 10.0  # global-norm clip of the actor's and each critic's gradient; none: no clip
     sample_chunk: int | None = None  # sampler states per lax.map chunk; 0: one vmap; None: auto
 
 
 def make_qvpo(*, obs_dim: int, action_dim: int, **settings) -> base.Agent:
-    """Build QVPO's pure functions; ``settings`` override
-    ``QVPOSettings``'s defaults (all static).  The arguments mean what they mean for
-    ``make_rfm``; ``num_train_particles`` is the number of weighted samples per state (QVPO: 64)."""
+    """QVPO's pure functions; ``settings`` override ``QVPOSettings``'s defaults (all static)."""
     return base.make(SPEC, obs_dim=obs_dim, action_dim=action_dim, **settings)
 
 
 def build(s: QVPOSettings, *, obs_dim: int, action_dim: int, name: str = "make_qvpo") -> base.Agent:
     """The agent of settings ``s``; ``name`` names the factory in errors."""
-    for arg, value in (("obs_dim", obs_dim), ("action_dim", action_dim), ("num_act_particles", s.num_act_particles),
-                       ("num_eval_particles", s.num_eval_particles), ("num_ode_steps", s.num_ode_steps),
-                       ("actor_width", s.actor_width), ("actor_blocks", s.actor_blocks)):
-        check_positive_int(name, arg, value)
+    particles.check_policy_net(name, s, obs_dim, action_dim)
+    check_positive_int(name, "num_act_particles", s.num_act_particles)
     check_positive_int(name, "num_train_particles", s.num_train_particles, 2)  # a mean needs two samples
     if s.sample_chunk not in (None, "auto"):
         check_positive_int(name, "sample_chunk", s.sample_chunk, minimum=0)
-    particles.check_policy_net(name, actor_block=s.actor_block, actor_embed_dim=s.actor_embed_dim, t_min=s.t_min,
-                          actor_lr=s.actor_lr)
 
     critics = base.make_critics(num_critics=s.num_critics, hidden=s.critic_hidden, lr=s.critic_lr,
                                 grad_clip=s.grad_clip, name=name)

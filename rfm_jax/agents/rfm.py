@@ -65,8 +65,9 @@ class RFMHyper:
 
 
 @dataclasses.dataclass(frozen=True)
-class RFMSettings:
-    """Static settings (shapes, counts, modes, learning rates): changing one recompiles."""
+class RFMSettings(particles.PolicyNetSettings):
+    """Static settings (shapes, counts, modes, learning rates): changing one recompiles.  The
+    policy network's, sampler's and critics' fields are ``particles.PolicyNetSettings``'s."""
 
     policy: str = "flow"  # flow (linear path, velocity, Euler) or diffusion (VP/VE path, epsilon, DDIM)
     diffusion_schedule: str = "cosine"  # diffusion path: cosine (VP), vp (linear beta 0.1-20), ve (sigma 1 to 1e-5)
@@ -76,18 +77,6 @@ class RFMSettings:
     num_posterior_particles: int = 100  # particles of the posterior-mean estimator
     num_train_particles: int = 32  # policy samples per state in the update (on-policy proposal and a')
     num_act_particles: int = 32  # policy samples per state when acting in training (Boltzmann-resampled)
-    num_eval_particles: int = 32  # policy samples per state when evaluating (argmax-Q)
-    num_ode_steps: int = 10  # sampler steps from t_min to 1 - t_min
-    t_min: float = 0.01  # t is kept in [t_min, 1 - t_min]
-    actor_width: int = 256  # width of the policy network
-    actor_blocks: int = 2  # residual blocks in that network
-    actor_block: str = "reference"  # reference: h + GELU(Dense h); prenorm: h + Dense GELU Dense LayerNorm h
-    actor_embed_dim: int = 128  # sinusoidal embedding size of t and of lambda (each)
-    critic_hidden: tuple[int, ...] = (256, 256)  # hidden sizes of each critic MLP
-    num_critics: int = 2  # critics in the ensemble (the TD target and log p1 use their min)
-    actor_lr: float = 3e-4  # Adam learning rate of the policy network
-    critic_lr: float = 1e-3  # Adam learning rate of the critics
-    grad_clip: float | str | None = 10.0  # global-norm clip of the actor's and each critic's gradient; none: no clip
     x1_bound: float | None = None  # diffusion: clip of the DDIM's clean latent to [-x1_bound, x1_bound]; None: none
     particle_batch: int | None = None  # posterior particles per lax.map chunk; 0: one vmap; None: auto
     sample_chunk: int | None = None  # sampler states per lax.map chunk; 0: one vmap; None: auto
@@ -154,11 +143,9 @@ def make_rfm(*, obs_dim: int, action_dim: int, **settings) -> base.Agent:
 
 def _check_settings(s: RFMSettings, name: str, obs_dim: int, action_dim: int) -> None:
     """One-line ValueErrors naming the first bad setting."""
-    for arg in ("num_posterior_particles", "num_train_particles", "num_act_particles", "num_eval_particles",
-                "num_ode_steps", "actor_width", "actor_blocks", "actor_embed_dim"):
+    particles.check_policy_net(name, s, obs_dim, action_dim)
+    for arg in ("num_posterior_particles", "num_train_particles", "num_act_particles"):
         check_positive_int(name, arg, getattr(s, arg))
-    check_positive_int(name, "obs_dim", obs_dim)
-    check_positive_int(name, "action_dim", action_dim)
     for arg, allowed in (("policy", POLICIES), ("proposal", PROPOSALS), ("diffusion_schedule", DIFFUSION_SCHEDULES),
                          ("control_variate", CONTROL_VARIATES), ("coef_space", ("data", "noise"))):
         base.check_choice(name, arg, getattr(s, arg), allowed)
@@ -171,8 +158,6 @@ def _check_settings(s: RFMSettings, name: str, obs_dim: int, action_dim: int) ->
         if s.policy != "diffusion":
             raise ValueError(f"{name}: `x1_bound` applies to the diffusion policy only (policy={s.policy!r}).")
         base.check_positive(name, x1_bound=s.x1_bound)
-    particles.check_policy_net(name, actor_block=s.actor_block, actor_embed_dim=s.actor_embed_dim, t_min=s.t_min,
-                               actor_lr=s.actor_lr)
 
 
 def build(s: RFMSettings, *, obs_dim: int, action_dim: int, name: str = "make_rfm") -> base.Agent:

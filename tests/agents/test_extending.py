@@ -95,5 +95,5 @@ def test_a_renamed_setting_still_works_for_one_release_with_a_warning():
         warnings.simplefilter("error")
         smoke = presets.preset_file("rfm").get_config("smoke")
         make_agent("rfm", obs_dim=3, action_dim=2, **config_kwargs(smoke.agent))
-    with pytest.raises(ValueError, match="^make_rfm: unknown setting `actor_wdth`; settings: policy, "):
+    with pytest.raises(ValueError, match="^make_rfm: unknown setting `actor_wdth`; settings: num_eval_particles, "):
         make_agent("rfm", obs_dim=3, action_dim=2, actor_wdth=8)
