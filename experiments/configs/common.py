@@ -7,7 +7,8 @@ preset mechanics.  A preset file ``configs/<name>.py`` holds only overrides:
     get_config = common.presets("rfm", cpu=CPU, smoke=SMOKE)
 
 ``--config=experiments/configs/<name>.py:ARG`` with ARG a task (the agent's defaults at the
-reference protocol), or ``PRESET[,TASK]``.
+reference protocol), or ``PRESET[,TASK]``.  A ``gym:`` task takes the Gym-MuJoCo protocol
+(``protocol``), and the cpu preset on it ``CPU_GYM`` on top of the preset's own overrides.
 """
 
 import types
@@ -23,7 +24,8 @@ from rfm_jax.training.sweeps import sweep_values  # noqa: F401 - configs and scr
 def protocol(task: str) -> config_dict.ConfigDict:
     """The run fields of every agent at the reference protocol (docs/method.md sections 7 and 9)."""
     c = config_dict.ConfigDict()
-    c.task = task  # DMC task, domain-task (e.g. cheetah-run, finger-turn_hard)
+    c.task = task  # DMC task (cheetah-run, dmc:cheetah-run), gym:<Gymnasium id> or gym:package.module:EnvClass
+    c.env_kwargs = config_dict.FieldReference({}, field_type=object)  # gym: kwargs, {"max_episode_steps": 500}
     c.seed = 0  # seeds are seed, seed + 1, ..., seed + num_seeds - 1
     c.num_seeds = 1  # seeds trained at once (vmapped in one XLA program, times the sweep's grid)
     c.num_envs = 1  # envs per run; each step adds num_envs transitions and runs updates_per_step updates
@@ -38,7 +40,19 @@ def protocol(task: str) -> config_dict.ConfigDict:
     c.log_every = 1_000  # env steps between training-metric rows
     c.video = False  # film each run's first evaluation episode to <workdir>/videos/<run>/step<N>.mp4 (headless)
     c.checkpoint_every = 10_000  # env steps between checkpoints (one is also saved at the end and on SIGINT/SIGTERM)
+    c.wandb = False  # also log every row to Weights & Biases (pip install 'rfm_jax[wandb]'); one W&B run per run
+    c.wandb_project = "rfm_jax"  # W&B project
+    c.wandb_entity = config_dict.placeholder(str)  # W&B entity (user or team); None: the logged-in user's default
+    c.wandb_group = config_dict.placeholder(str)  # W&B group of the runs; None: the workdir's name
+    if task.startswith("gym:"):  # the Gym-MuJoCo protocol of the diffusion-policy literature (docs/method.md)
+        c.update(total_steps=1_000_000, warmup_steps=10_000, replay_capacity=1_000_000, eval_every=10_000,
+                 eval_episodes=10, checkpoint_every=50_000)
     return c
+
+
+# The cpu preset on a gym: task: the protocol's evaluation at 100k steps (README's Gymnasium study).
+CPU_GYM = {"total_steps": 100_000, "replay_capacity": 100_000, "eval_every": 10_000, "eval_episodes": 10,
+           "checkpoint_every": 10_000}
 
 
 def reference(algo: str, task: str = "cheetah-run") -> config_dict.ConfigDict:
@@ -79,7 +93,8 @@ def presets(algo: str, reference_overrides: dict | None = None, **named: dict):
         c.update_from_flattened_dict(reference_overrides or {})
         return c
 
-    builders = {"reference": base, **{name: preset(base, overrides) for name, overrides in named.items()}}
+    builders = {"reference": base, **{name: preset(base, overrides, CPU_GYM if name == "cpu" else None)
+                                      for name, overrides in named.items()}}
 
     def get_config(arg: str | None = None) -> config_dict.ConfigDict:
         return choose(arg, builders)
@@ -97,12 +112,15 @@ def add_sweep(c: config_dict.ConfigDict) -> config_dict.ConfigDict:
     return c
 
 
-def preset(builder, overrides: dict):
-    """A config builder with flattened-field ``overrides`` applied on top of ``builder``."""
+def preset(builder, overrides: dict, gym_overrides: dict | None = None):
+    """A config builder with flattened-field ``overrides`` applied on top of ``builder`` (and
+    ``gym_overrides`` after them on a gym: task)."""
 
     def build(task: str = "cartpole-swingup") -> config_dict.ConfigDict:
         c = builder(task)
         c.update_from_flattened_dict(overrides)
+        if gym_overrides and task.startswith("gym:"):
+            c.update_from_flattened_dict(gym_overrides)
         return c
 
     return build

@@ -18,10 +18,10 @@ from __future__ import annotations
 import math
 import pickle
 import zlib
-from typing import NamedTuple
 
 import numpy as np
 
+from rfm_jax.envs.base import EnvSpec, StepResult, env_seed
 from rfm_jax.envs.render import select_gl_backend
 
 select_gl_backend()  # MUJOCO_GL before dm_control reads it: the user's, else egl, osmesa or disable
@@ -55,42 +55,21 @@ def flatten_observation(observation) -> np.ndarray:
     return np.concatenate([np.asarray(v, np.float32).ravel() for v in observation.values()])
 
 
-def env_seed(seed: int, index: int, stream: int = 0) -> int:
-    """Deterministic 32-bit env seed for (run seed, env index, stream); stream 0 trains, >0 evaluates."""
-    return int(np.random.SeedSequence([seed, index, stream]).generate_state(1)[0])
-
-
-class EnvSpec(NamedTuple):
-    obs_dim: int
-    action_dim: int
-    episode_length: int  # time limit in env steps (= frames, action repeat 1)
-
-
-class StepResult(NamedTuple):
-    """One batched step; every array has leading shape [S, E].
-
-    next_obs: the true observation after the action (also at a time limit), for the transition.
-    obs: where to act next: ``next_obs``, or the first observation of a new episode after a reset.
-    valid: False where the physics diverged (store no transition).  done: the episode ended.
-    episode_return: return of the episode that ended (NaN where none ended or it diverged).
-    """
-
-    next_obs: np.ndarray
-    reward: np.ndarray
-    discount: np.ndarray
-    obs: np.ndarray
-    valid: np.ndarray
-    done: np.ndarray
-    episode_return: np.ndarray
-
-
 def _load(name: str, seed: int):
     domain, task = check_task(name)
     return suite.load(domain, task, task_kwargs={"random": seed})
 
 
-def spec(name: str) -> EnvSpec:
+def check(name: str, env_kwargs: dict | None = None) -> None:
+    """The backend's check (``rfm_jax.envs.base.check_task``): a known name and no keyword arguments."""
+    check_task(name)
+    if env_kwargs:
+        raise ValueError(f"config.env_kwargs applies to gym: tasks only; {name} is a DMC task, got {env_kwargs}")
+
+
+def spec(name: str, env_kwargs: dict | None = None) -> EnvSpec:
     """Observation size, action size and episode length of a task."""
+    check(name, env_kwargs)
     env = _load(name, 0)
     obs_dim = sum(int(np.prod(s.shape)) for s in env.observation_spec().values())
     action_dim = int(np.prod(env.action_spec().shape))
@@ -106,7 +85,9 @@ class BatchedEnv:
     themselves.  ``physics_errors`` [S] counts diverged steps per seed.
     """
 
-    def __init__(self, name: str, seeds, num_envs: int, stream: int = 0):
+    def __init__(self, name: str, seeds, num_envs: int, stream: int = 0, env_kwargs: dict | None = None,
+                 render: bool = False):
+        check(name, env_kwargs)
         if num_envs < 1:
             raise ValueError(f"BatchedEnv: `num_envs` must be >= 1, got {num_envs}.")
         self.name = name
@@ -172,6 +153,10 @@ class BatchedEnv:
                     new_obs[s, e] = next_obs[s, e]
         self.obs = new_obs
         return StepResult(next_obs, reward, discount, new_obs.copy(), valid, done, episode_return)
+
+    def frame_source(self, s: int):
+        """What ``Recorder.add`` films for run ``s``: its first env."""
+        return self.envs[s][0]
 
     def get_state(self) -> bytes:
         """Everything needed to continue exactly: physics, task RNGs, step counters, returns."""

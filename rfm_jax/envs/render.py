@@ -88,13 +88,17 @@ class Recorder:
                        what, type(error).__name__, error, os.environ.get("MUJOCO_GL"), tried)
 
     def add(self, env) -> None:
-        """Render ``env`` (a dm_control env) if this call is due."""
+        """Render ``env`` (a dm_control env, or a Gymnasium env made with render_mode rgb_array) if
+        this call is due."""
         self.calls += 1
         if self.failed or (self.calls - 1) % self.frame_every:
             return
         try:
-            camera = 0 if env.physics.model.ncam > 0 else -1
-            self.frames.append(env.physics.render(self.height, self.width, camera_id=camera))
+            if hasattr(env, "physics"):
+                camera = 0 if env.physics.model.ncam > 0 else -1
+                self.frames.append(env.physics.render(self.height, self.width, camera_id=camera))
+            else:
+                self.frames.append(np.asarray(env.render(), np.uint8))
         except Exception as error:  # noqa: BLE001 - no renderer, no context, ...: warn once and go on
             self._fail("rendering", error)
 

@@ -18,30 +18,37 @@ EVAL_MODES = ("fixed", "fresh")
 
 
 def evaluate(fns, agent_state, *, task: str, seeds, episodes: int, eval_index: int, mode: str = "fixed",
-             recorders: list | None = None, layout: Layout | None = None) -> np.ndarray:
+             recorders: list | None = None, layout: Layout | None = None,
+             env_kwargs: dict | None = None) -> np.ndarray:
     """Returns [R_local, episodes] returns of greedy episodes (NaN where the physics diverged) of
     the runs with ``seeds`` (this process's runs: ``layout.local``; all runs without a layout).
     ``fns.eval_act(agent_state, keys [R, 2], obs [R, episodes, O])`` acts for all runs at once;
-    ``recorders`` (one ``envs.Recorder`` per run) film each run's first episode."""
+    ``recorders`` (one ``envs.Recorder`` per run) film each run's first episode.  Each slot counts
+    the episode it starts with, once; the loop ends when every slot's first episode has ended."""
     if mode not in EVAL_MODES:
         raise ValueError(f"evaluate: `mode` must be one of {EVAL_MODES}, got {mode!r}.")
     eval_index = 0 if mode == "fixed" else eval_index
-    env = envs.BatchedEnv(task, seeds, episodes, stream=1 + eval_index)
-    length = envs.spec(task).episode_length
+    env = envs.make(task, seeds, episodes, stream=1 + eval_index, env_kwargs=env_kwargs, render=bool(recorders))
+    length = envs.spec(task, env_kwargs).episode_length
     obs = env.reset()
     keys = np.asarray(jax.vmap(lambda s: jax.random.split(jax.random.fold_in(jax.random.PRNGKey(s), 1 + eval_index),
                                                           length))(jnp.asarray(seeds, jnp.uint32)))
     to_global = layout.to_global if layout is not None else (lambda x: x)
     to_local = layout.to_local if layout is not None else jax.device_get
     returns = np.full((len(seeds), episodes), np.nan)
+    running = np.ones((len(seeds), episodes), bool)  # the slot's first episode has not ended
     for i in range(length):
         for run, recorder in enumerate(recorders or ()):
-            recorder.add(env.envs[run][0])
+            if running[run, 0]:
+                recorder.add(env.frame_source(run))
         actions = to_local(fns.eval_act(agent_state, to_global(keys[:, i]), to_global(obs.astype(np.float32))))
         result = env.step(np.asarray(actions))
-        first = result.done & np.isnan(returns)
-        returns[first] = result.episode_return[first]
+        first = result.done & running
+        returns[first], running[first] = result.episode_return[first], False
         obs = result.obs
+        still = [bool(running.any())]  # every episode has ended (a terminal, the time limit or a divergence)?
+        if not (layout.any_of(still) if layout is not None else still)[0]:  # every process stops together
+            break
     for recorder in recorders or ():
         recorder.close()
     return returns

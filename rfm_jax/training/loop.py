@@ -1,6 +1,7 @@
 """The host loop: R runs (seeds, or seeds x swept hyperparameter values, ``rfm_jax.training.sweeps``) x E
-dm_control envs, one jitted run-vmapped call per env step, periodic evaluation (the agent's greedy
-action), metrics, checkpoints and exact resume.  Any registered agent (``rfm_jax.agents``).
+host envs (``rfm_jax.envs``: DMC or Gymnasium), one jitted run-vmapped call per env step, periodic
+evaluation (the agent's greedy action), metrics, checkpoints and exact resume.
+Any registered agent (``rfm_jax.agents``).
 
     for step in [start, total_steps):
         state, actions, metrics = step_fn(state, pending transitions, valid, obs)   # one XLA call
@@ -56,11 +57,12 @@ class Trained(NamedTuple):
     step_fns: Any
 
 
-def build(task: str, algo: str, agent_kwargs: dict, hyper_values: dict | None, seeds, sweep: dict | None = None):
+def build(task: str, algo: str, agent_kwargs: dict, hyper_values: dict | None, seeds, sweep: dict | None = None,
+          env_kwargs: dict | None = None):
     """(agent, hyper, runs) of a training setup, every check done before anything compiles:
     the factory checks the static arguments, ``expand`` the swept names, ``check_hyper`` every
     value.  Raises a one-line ValueError naming the field."""
-    spec = envs.spec(task)
+    spec = envs.spec(task, env_kwargs)
     agent = make_agent(algo, obs_dim=spec.obs_dim, action_dim=spec.action_dim, **agent_kwargs)
     unknown = sorted(set(hyper_values or {}) - set(agent.hyper.__dataclass_fields__))
     if unknown:
@@ -106,6 +108,9 @@ def train(
     progress=None,
     video: bool = False,
     devices=None,
+    env_kwargs: dict | None = None,
+    wandb=None,
+    run_config: dict | None = None,
 ) -> Trained:
     """Train agent ``algo`` (built from ``agent_kwargs``; ``hyper`` overrides its default
     hyperparameters) on ``task`` for every run of ``seeds`` x ``sweep`` ({field: [values]}), in one
@@ -118,15 +123,18 @@ def train(
     ``progress(step, total, info)`` is called every step with a dict of display values (or None).
     ``video`` films each run's first evaluation episode at every evaluation to
     ``<workdir>/videos/<run>/step<N>.mp4`` (``envs.Recorder``; without a renderer one warning is
-    logged and training goes on).
+    logged and training goes on).  ``env_kwargs`` are the Gymnasium env's keyword arguments.
+    ``wandb`` (``rfm_jax.infra.wandb_sink.WandbSettings``) also logs every row to W&B, with
+    ``run_config`` as each W&B run's config.
     """
     if eval_mode not in EVAL_MODES:
         raise ValueError(f"train: `eval_mode` must be one of {EVAL_MODES}, got {eval_mode!r}.")
     hyper_values, seeds_in = dict(hyper or {}), [int(s) for s in seeds]
-    agent, hyper, runs = build(task, algo, agent_kwargs, hyper_values, seeds_in, sweep)
+    env_kwargs = dict(env_kwargs or {})
+    agent, hyper, runs = build(task, algo, agent_kwargs, hyper_values, seeds_in, sweep, env_kwargs)
     layout = Layout.make(len(runs), devices)
     mine = [runs[i] for i in layout.local]  # the runs this process steps, logs and checkpoints
-    spec = envs.spec(task)
+    spec = envs.spec(task, env_kwargs)
     step_kwargs = dict(num_envs=num_envs, replay_capacity=replay_capacity, batch_size=batch_size,
                        updates_per_step=updates_per_step)
     fns = compile_seeds(make_step_fns(agent, obs_dim=spec.obs_dim, action_dim=spec.action_dim, **step_kwargs),
@@ -137,8 +145,9 @@ def train(
             with open(os.path.join(workdir, SETUP_FILE), "w") as f:  # what load_policy rebuilds the agent from
                 json.dump({"task": task, "algo": algo, "agent_kwargs": agent_kwargs, "hyper": hyper_values,
                            "seeds": seeds_in, "sweep": sweep, "step_fns": step_kwargs,
-                           "runs": [r.name for r in runs]}, f, indent=2)
-        env = envs.BatchedEnv(task, [r.seed for r in mine], num_envs)  # runs of one seed see the same envs
+                           "runs": [r.name for r in runs], **({"env_kwargs": env_kwargs} if env_kwargs else {})},
+                          f, indent=2)
+        env = envs.make(task, [r.seed for r in mine], num_envs, env_kwargs=env_kwargs)  # one seed: the same envs
         ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), layout)
         latest = ckpt.latest_step() if resume else None
         pending = jax.tree.map(lambda x: np.zeros((len(mine), *x.shape), x.dtype),
@@ -168,10 +177,11 @@ def train(
             start, elapsed0 = int(meta["step"]), float(meta["wall_time"])
             print(f"Resumed from {workdir} at env step {start}.", flush=True)
         # Rows after the checkpoint (or every row, starting afresh) belong to a session that died.
-        writer = MetricsWriter(workdir, [r.name for r in mine], resume_step=start if latest is not None else -1)
+        writer = MetricsWriter(workdir, [r.name for r in mine], resume_step=start if latest is not None else -1,
+                               wandb=wandb, config=run_config)
         session = session_lib.Session(fast, layout, env, ckpt, writer, runs, mine, host, state, stop, meta, elapsed0,
                                       task=task, workdir=workdir, eval_episodes=eval_episodes, eval_mode=eval_mode,
-                                      video=video)
+                                      video=video, env_kwargs=env_kwargs)
         step = session.loop(start, total_steps if stop_after is None else min(total_steps, stop_after),
                             total_steps=total_steps, warmup_steps=warmup_steps, log_every=log_every,
                             eval_every=eval_every, checkpoint_every=checkpoint_every, progress=progress)

@@ -21,7 +21,7 @@ CONFIG_FILE = "config.json"  # in the workdir: the run's config, written before 
 # Fields that may differ between a run and its resume (they change no array's shape): e.g. lower
 # learning rates to continue from the last good checkpoint of a run that diverged.
 RESUMABLE_CHANGES = ("total_steps", "video", "agent.actor_lr", "agent.critic_lr", "agent.alpha_lr",
-                     "agent.grad_clip", "hyper.clip")
+                     "agent.grad_clip", "hyper.clip", "wandb", "wandb_project", "wandb_entity", "wandb_group")
 
 
 def _say(message: str) -> None:

@@ -41,17 +41,17 @@ def validate(config) -> list[str]:
     """Every problem of the run fields of ``config``, named by field, before anything is built.
     The agent's own fields are checked by its factory and ``check_hyper`` (``setup``)."""
     from rfm_jax.agents import REGISTRY
-    from rfm_jax.envs import TASKS
     from rfm_jax.training.loop import EVAL_MODES
 
     errors = []
     if config.get("algo") not in REGISTRY:
         errors.append(f"config.algo must be one of {sorted(REGISTRY)}, got {config.get('algo')!r}")
-    if config.task not in TASKS:
-        close = difflib.get_close_matches(str(config.task), TASKS, n=3)
-        errors.append(f"config.task {config.task!r} is not a DMC task"
-                      + (f"; did you mean {' or '.join(close)}?" if close else "")
-                      + f" Valid names: {', '.join(TASKS)}")
+    errors += _task_errors(config)
+    if config.get("wandb", False):
+        from rfm_jax.infra.wandb_sink import missing
+
+        if missing():
+            errors.append(missing())
     for name in RUN_FIELDS:
         _positive(errors, name, config[name])
     _positive(errors, "seed", config.seed, 0)
@@ -75,6 +75,31 @@ def validate(config) -> list[str]:
     return errors
 
 
+def env_kwargs(config) -> dict:
+    """``config.env_kwargs`` as a dict (absent in configs written before it existed)."""
+    return dict(config.get("env_kwargs") or {})
+
+
+def _task_errors(config) -> list[str]:
+    """The task's problems: an unknown name, unsupported spaces, bad env_kwargs (one line each)."""
+    from rfm_jax import envs
+
+    kwargs = config.get("env_kwargs") or {}
+    if not isinstance(kwargs, dict):
+        return [f"config.env_kwargs must be a dict of Gymnasium keyword arguments, got {kwargs!r}"]
+    if isinstance(config.task, str) and envs.backend(config.task)[0].__name__.endswith(".dmc"):
+        name = envs.backend(config.task)[1]
+        if name not in envs.TASKS:
+            close = difflib.get_close_matches(name, envs.TASKS, n=3)
+            return [f"config.task {config.task!r} is not a DMC task" + (f"; did you mean {' or '.join(close)}?"
+                    if close else "") + f" Valid names: {', '.join(envs.TASKS)}, or gym:<Gymnasium id>"]
+    try:
+        envs.check_task(config.task, kwargs)
+    except ValueError as error:
+        return [f"config.task: {error}"]
+    return []
+
+
 def setup(config):
     """(agent, per-run hyper, runs) of ``config``: the factory's and ``check_hyper``'s checks as
     one-line ``UserError``s naming the config field."""
@@ -84,7 +109,7 @@ def setup(config):
     seeds = [config.seed + i for i in range(config.num_seeds)]
     try:
         return build(config.task, config.algo, config_kwargs(config.agent), dict(config.hyper), seeds,
-                     sweep_values(config))
+                     sweep_values(config), env_kwargs(config))
     except ValueError as e:
         raise UserError(f"Invalid config: {_config_field(config, str(e))}{e}") from None
 
@@ -109,7 +134,7 @@ def dry_run_report(config) -> dict:
     from rfm_jax.networks import param_count
 
     agent, hyper, runs = setup(config)
-    spec = envs.spec(config.task)
+    spec = envs.spec(config.task, env_kwargs(config))
     state = jax.eval_shape(agent.init, jax.random.PRNGKey(config.seed), jax.tree.map(lambda x: x[0], hyper))
     counts = {"actor": param_count(state.actor_params), "critics": param_count(state.critic_params)}
     print(f"{config.algo} on {config.task}: obs {spec.obs_dim}, action {spec.action_dim}, {len(runs)} run(s), "
@@ -248,7 +273,12 @@ def _write_atomically(path: str, text: str) -> None:
 
 def _train(config, workdir, resume, stop_after, progress, devices) -> dict:
     from rfm_jax.agents import config_kwargs
+    from rfm_jax.infra.wandb_sink import WandbSettings
     from rfm_jax.training.loop import train
+
+    wandb = None
+    if config.get("wandb", False):
+        wandb = WandbSettings(config.wandb_project, config.wandb_entity, config.wandb_group)
 
     return train(
         task=config.task, seeds=[config.seed + i for i in range(config.num_seeds)], workdir=workdir,
@@ -258,4 +288,5 @@ def _train(config, workdir, resume, stop_after, progress, devices) -> dict:
         updates_per_step=config.updates_per_step, eval_every=config.eval_every, eval_episodes=config.eval_episodes,
         eval_mode=config.eval_mode, log_every=config.log_every, checkpoint_every=config.checkpoint_every,
         resume=resume, stop_after=stop_after, progress=progress, video=config.video, devices=devices,
+        env_kwargs=env_kwargs(config), wandb=wandb, run_config=json.loads(config.to_json()),
     ).summary

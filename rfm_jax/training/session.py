@@ -45,20 +45,23 @@ class Host(NamedTuple):
     sums: dict  # {metric: [R_local]} running sums since the last train row
 
 
-def records(host: Host, env: envs.BatchedEnv) -> list[bytes]:
+def records(host: Host, env) -> list[bytes]:
     """One pickled record per run of this process: its envs, observations, pending transition,
-    last evaluation, last training return and running sums (``Checkpointer.save``'s records)."""
+    last evaluation, last training return and running sums (``Checkpointer.save``'s records).  An
+    env that cannot be saved (``get_run_state`` None) is stored as None."""
     return [pickle.dumps({"env": env.get_run_state(i), "obs": host.obs[i], "valid": host.valid[i],
                           "pending": [np.asarray(x[i]) for x in host.pending], "last_eval": host.last_eval[i],
                           "train_return": host.train_returns[i], "sums": {k: v[i] for k, v in host.sums.items()}})
             for i in range(len(host.last_eval))]
 
 
-def from_records(records: list[bytes], env: envs.BatchedEnv) -> Host:
-    """The inverse of ``records``: restores ``env`` (after its ``reset``) and returns the host arrays."""
+def from_records(records: list[bytes], env) -> Host:
+    """The inverse of ``records``: restores ``env`` (after its ``reset``) and returns the host arrays;
+    a run whose env was not saved acts from its fresh episode's first observation."""
     rows = [pickle.loads(r) for r in records]
     env.set_run_states([r["env"] for r in rows])
-    return Host(obs=np.stack([r["obs"] for r in rows]), valid=np.stack([r["valid"] for r in rows]),
+    obs = [r["obs"] if r["env"] is not None else env.obs[i] for i, r in enumerate(rows)]
+    return Host(obs=np.stack(obs), valid=np.stack([r["valid"] for r in rows]),
                  pending=replay.Transition(*(np.stack([r["pending"][f] for r in rows])
                                              for f in range(len(replay.Transition._fields)))),
                  last_eval=[r["last_eval"] for r in rows],
@@ -71,10 +74,11 @@ class Session:
     writers and counters between env steps (private; everything it holds is checkpointed)."""
 
     def __init__(self, fns, layout, env, ckpt, writer, runs, mine, host, state, stop, meta, elapsed0, *, task,
-                 workdir, eval_episodes, eval_mode, video):
+                 workdir, eval_episodes, eval_mode, video, env_kwargs=None):
         self.fns, self.layout, self.env, self.ckpt, self.writer = fns, layout, env, ckpt, writer
         self.runs, self.mine, self.host, self.state, self.stop = runs, mine, host, state, stop
         self.task, self.workdir, self.eval_episodes, self.eval_mode = task, workdir, eval_episodes, eval_mode
+        self.env_kwargs = env_kwargs
         self.counts = {k: int(v) for k, v in meta.get("log_counts", {}).items()}
         self.num_evals, self.elapsed0, self.t0 = int(meta.get("num_evals", 0)), elapsed0, time.time()
         self.video_switch = {"on": bool(video)}  # shared by the recorders: off after the first failure
@@ -139,7 +143,7 @@ class Session:
                                        self.video_switch) for r in self.mine]
         returns = evaluate(self.fns, self.state.agent, task=self.task, seeds=[r.seed for r in self.mine],
                            episodes=self.eval_episodes, eval_index=self.num_evals, mode=self.eval_mode,
-                           recorders=recorders, layout=self.layout)
+                           recorders=recorders, layout=self.layout, env_kwargs=self.env_kwargs)
         self.num_evals += 1
         self.host = self.host._replace(last_eval=[_nanmean(r) for r in returns])
         self.writer.write("eval", step, self.wall(),
