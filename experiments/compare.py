@@ -43,9 +43,14 @@ def parse_algo(spec: str) -> tuple[str, str, str, list[str]]:
     return name, config, preset, tokens[1:]
 
 
+def task_dir(task: str) -> str:
+    """The directory of a task's runs: ``gym:Hopper-v5`` -> ``gym_Hopper-v5``."""
+    return task.replace(":", "_")
+
+
 def train_one(out, name, config, preset, flags, task, seeds, total_steps):
     """Run (or resume, or skip when finished) one algorithm on one task."""
-    workdir = os.path.join(out, name, task)
+    workdir = os.path.join(out, name, task_dir(task))
     if os.path.exists(os.path.join(workdir, "summary.json")):
         print(f"[{name} / {task}] finished before: skipped", flush=True)
         return
@@ -66,7 +71,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--algo", action="append", required=True, help="NAME=CONFIG:PRESET [run.py flags]")
-    parser.add_argument("--tasks", default="cartpole-swingup", help="comma-separated DMC tasks")
+    parser.add_argument("--tasks", default="cartpole-swingup", help="comma-separated tasks (DMC, gym:<id>)")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per algorithm and task (vmapped)")
     parser.add_argument("--total_steps", type=int, default=None, help="env steps per run for every algorithm")
     parser.add_argument("--no_train", action="store_true", help="only build the table and figures")
@@ -84,8 +89,8 @@ def main():
         for name, config, preset, flags in algos:
             for task in tasks:
                 train_one(args.out, name, config, preset, flags, task, args.seeds, args.total_steps)
-    workdirs = [os.path.join(args.out, n, t) for n in names for t in tasks
-                if os.path.exists(os.path.join(args.out, n, t, "setup.json"))]
+    workdirs = [os.path.join(args.out, n, task_dir(t)) for n in names for t in tasks
+                if os.path.exists(os.path.join(args.out, n, task_dir(t), "setup.json"))]
     if not workdirs:
         raise SystemExit(f"compare.py: no runs under {args.out}")
     plot.make_all(workdirs, args.out, args.max_return)

@@ -69,7 +69,8 @@ def load_groups(workdirs: list[str]) -> dict:
         with open(os.path.join(workdir, "setup.json")) as f:
             setup = json.load(f)
         base = os.path.normpath(workdir)
-        label = os.path.basename(os.path.dirname(base)) if os.path.basename(base) == setup["task"] else setup["algo"]
+        dir_name = setup["task"].replace(":", "_")  # compare.py's <name>/<task> (gym:X -> gym_X)
+        label = os.path.basename(os.path.dirname(base)) if os.path.basename(base) == dir_name else setup["algo"]
         for name in setup["runs"]:
             rows = [r for r in read_jsonl(os.path.join(workdir, "metrics", f"eval_{name}.jsonl"))
                     if r.get("eval_return_mean") is not None]
@@ -114,10 +115,11 @@ def plot_curves(groups: dict, task: str, out: str) -> None:
         what = interval(g["returns"][:, 0])[3]
         ax.plot(g["steps"], g["returns"].mean(0), lw=2, color=palette[label], label=f"{label} (band: {what})")
         ax.fill_between(g["steps"], bands[:, 0], bands[:, 1], color=palette[label], alpha=0.15)
-    ax.set(xlabel="env steps (frames)", ylabel="eval return (greedy)", title=task)
+    unit = "env.step calls" if task.startswith("gym:") else "frames"
+    ax.set(xlabel=f"env steps ({unit})", ylabel="eval return (greedy)", title=task)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
-    _save(fig, out, f"curves_{task}")
+    _save(fig, out, f"curves_{task.replace(':', '_')}")
 
 
 def _save(fig, out: str, name: str) -> None:
