@@ -43,7 +43,7 @@ def protocol(task: str) -> config_dict.ConfigDict:
     c.wandb = False  # also log every row to Weights & Biases (pip install 'rfm_jax[wandb]'); one W&B run per run
     c.wandb_project = "rfm_jax"  # W&B project
     c.wandb_entity = config_dict.placeholder(str)  # W&B entity (user or team); None: the logged-in user's default
-    c.wandb_group = config_dict.placeholder(str)  # W&B group of the runs; None: the workdir's name
+    c.wandb_group = config_dict.placeholder(str)  # W&B group; None: the last two parts of the workdir path
     if task.startswith("gym:"):  # the Gym-MuJoCo protocol of the diffusion-policy literature (docs/method.md)
         c.update(total_steps=1_000_000, warmup_steps=10_000, replay_capacity=1_000_000, eval_every=10_000,
                  eval_episodes=10, checkpoint_every=50_000)

@@ -1,6 +1,6 @@
 """Optional Weights & Biases logging: each run (``seed3``, ``seed3_temperature0.02``) of a program
-is its own W&B run, grouped by the workdir, and gets the same rows as the JSONL and TensorBoard
-files (``rfm_jax.infra.metrics``), keyed ``train/<metric>`` and ``eval/<metric>`` against
+is its own W&B run, grouped by the workdir (its last two path components), and gets the same rows
+as the JSONL and TensorBoard files (``rfm_jax.infra.metrics``), keyed ``train/<metric>`` and ``eval/<metric>`` against
 ``env_step``.
 
 A run's W&B id is a hash of the workdir's absolute path and the run's name, so ``--resume`` from
@@ -20,7 +20,7 @@ from typing import NamedTuple
 class WandbSettings(NamedTuple):
     project: str  # W&B project
     entity: str | None  # W&B entity (user or team); None: the default of the logged-in user
-    group: str | None  # W&B group; None: the workdir's name
+    group: str | None  # W&B group; None: ``default_group(workdir)``
 
 
 def missing() -> str | None:
@@ -30,6 +30,12 @@ def missing() -> str | None:
     except ImportError:
         return "config.wandb=True needs the wandb package: pip install 'rfm_jax[wandb]' (or pip install wandb)"
     return None
+
+
+def default_group(workdir: str) -> str:
+    """The workdir's last two path components (``runs/cheetah``, ``rfm/gym_Hopper-v5`` of compare.py)."""
+    parts = os.path.abspath(workdir).split(os.sep)
+    return "/".join(p for p in parts[-2:] if p)
 
 
 def run_id(workdir: str, name: str) -> str:
@@ -43,7 +49,7 @@ class WandbSink:
     def __init__(self, workdir: str, names: list[str], settings: WandbSettings, config: dict):
         import wandb
 
-        group = settings.group or os.path.basename(os.path.abspath(workdir))
+        group = settings.group or default_group(workdir)
         self.runs = []
         for name in names:
             run = wandb.init(project=settings.project, entity=settings.entity, group=group, name=f"{group}/{name}",

@@ -11,8 +11,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 NOTEBOOKS = sorted(f for f in os.listdir(os.path.join(ROOT, "notebooks")) if f.endswith(".ipynb"))
 
 
-def test_the_three_notebooks_exist():
-    assert NOTEBOOKS == ["01_estimators.ipynb", "02_custom_agent.ipynb", "03_sweeps.ipynb"]
+def test_the_four_notebooks_exist():
+    assert NOTEBOOKS == ["01_estimators.ipynb", "02_custom_agent.ipynb", "03_sweeps.ipynb", "04_custom_env.ipynb"]
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
@@ -29,5 +29,7 @@ def test_notebook_runs_and_is_stored_without_outputs(name, tmp_path, monkeypatch
     if name == "01_estimators.ipynb":
         share = float(text.split("left mode: ")[1].split()[0])
         assert 0.3 < share < 0.7, text  # both modes are found
+    if name == "04_custom_env.ipynb":
+        assert "EnvSpec(obs_dim=2, action_dim=2, episode_length=50)" in text and "eval return by step:" in text
     if name == "03_sweeps.ipynb":
         assert "runs: ['seed0_temperature0.01', 'seed0_temperature0.05', 'seed1_temperature0.01'" in text

@@ -310,11 +310,13 @@ def test_compare_runs_a_grid_and_writes_a_table_and_curves(tmp_path):
     assert again.returncode == 0 and again.stdout.count("skipped") == 2
 
 
-@pytest.mark.parametrize("algo", ["qne", "dqs", "qvpo", "qsm"])
-def test_every_other_agent_runs_its_smoke_preset(algo, tmp_path):
-    """The agents not run above (rfm: full_run, sac: the sweep) through run.py: every output written.
-    They ask for videos with no renderer (MUJOCO_GL=disable): one warning, and training goes on."""
-    config = "--config=" + os.path.join(ROOT, "experiments", "configs", f"{algo}.py") + ":smoke"
+@pytest.mark.parametrize("algo, task", [("qne", "cartpole-swingup"), ("dqs", "cartpole-swingup"),
+                                        ("qvpo", "gym:Hopper-v5"), ("qsm", "gym:Hopper-v5")])
+def test_every_other_agent_runs_its_smoke_preset(algo, task, tmp_path):
+    """The agents not run above (rfm: full_run, sac: the sweep) through run.py, on DMC and on
+    Gymnasium: every output written.  They ask for videos with no renderer (MUJOCO_GL=disable):
+    one warning, and training goes on."""
+    config = "--config=" + os.path.join(ROOT, "experiments", "configs", f"{algo}.py") + f":smoke,{task}"
     cmd = [sys.executable, RUN, config, f"--workdir={tmp_path}", "--progress=false", "--config.num_seeds=1",
            "--config.total_steps=150", "--config.video=true"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "MUJOCO_GL": "disable"})
