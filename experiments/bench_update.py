@@ -24,7 +24,11 @@ times ablations of the same step at S = 1:
   sampling   = full - the step with 1 train particle and 1 ODE step
   posterior  = full - the step with 2 posterior particles
   rest       = what remains (critic TD step, actor regression, optimisers, replay, acting)
-The host time of stepping dm_control is timed on its own (not part of ms_per_env_step).
+The host time of stepping the envs is timed on its own (not part of ms_per_env_step): the task's,
+and with ``--host_tasks`` those of other tasks and backends (``host_env_ms_by_task``), e.g.
+
+    python experiments/bench_update.py --numerics cpu --seeds 1,8,32 --no-breakdown \
+        --host_tasks cheetah-run,gym:Hopper-v5,gym:HalfCheetah-v5 --out experiments/results/bench_update/host_env
 Writes <out>/bench_<numerics>.json; the last line printed is one JSON object (the first row).
 """
 
@@ -165,8 +169,9 @@ def device_profile(compiled, state, args, calls: int = 10) -> dict | None:
 
 
 def time_host_env(task: str, num_seeds: int, steps: int = 300) -> float:
-    """Milliseconds to step S dm_control envs once (random actions)."""
-    env = envs.BatchedEnv(task, list(range(num_seeds)), 1)
+    """Milliseconds to step S envs of ``task`` (any backend) once with random actions, resets of
+    finished episodes included: the host's part of one env step of the training loop."""
+    env = envs.make(task, list(range(num_seeds)), 1)
     env.reset()
     actions = np.random.default_rng(0).uniform(-1, 1, (steps, num_seeds, 1, env.action_dim))
     t0 = time.perf_counter()
@@ -175,8 +180,21 @@ def time_host_env(task: str, num_seeds: int, steps: int = 300) -> float:
     return 1e3 * (time.perf_counter() - t0) / steps
 
 
+def cpu_model() -> str:
+    """lscpu's model name with the family and model numbers (the CPU behind a timing)."""
+    try:
+        info = dict(line.split(":", 1) for line in open("/proc/cpuinfo").read().split("\n\n")[0].splitlines()
+                    if ":" in line)
+    except OSError:
+        return "unknown"
+    info = {k.strip(): v.strip() for k, v in info.items()}
+    avx = "AVX-512" if "avx512f" in info.get("flags", "") else "AVX2" if "avx2" in info.get("flags", "") else "no AVX2"
+    family, model = info.get("cpu family", "?"), info.get("model", "?")
+    return f"{info.get('model name', '?')} (family {family}, model {model}, {avx})"
+
+
 def bench(numerics: str, seeds: list[int], min_time: float, breakdown: bool, shard: bool = False,
-          overrides: dict | None = None, profile: bool = False) -> list[dict]:
+          overrides: dict | None = None, profile: bool = False, host_tasks: list[str] | None = None) -> list[dict]:
     config, kwargs = setting(numerics, overrides)
     spec = envs.spec(config.task)
     macs = update_macs(obs_dim=spec.obs_dim, action_dim=spec.action_dim, batch_size=config.batch_size, **kwargs)
@@ -201,10 +219,13 @@ def bench(numerics: str, seeds: list[int], min_time: float, breakdown: bool, sha
                "gmac_per_update": gmac, "gmac_per_s": gmac * num_seeds / (ms / 1e3),
                "compile_s": r["compile_s"], "timed_calls": r["timed_calls"],
                "host_env_ms": time_host_env(config.task, num_seeds)}
+        if host_tasks:
+            row["host_env_ms_by_task"] = {task: time_host_env(task, num_seeds) for task in host_tasks}
         rows.append(row)
         print(f"  S={num_seeds}: {ms:.1f} ms per env step ({row['env_steps_per_s']:.2f} env steps/s), "
               f"{row['gmac_per_s']:.1f} GMAC/s, compile {r['compile_s']:.1f} s, host env "
-              f"{row['host_env_ms']:.2f} ms", flush=True)
+              f"{row['host_env_ms']:.2f} ms" + "".join(f", {t} {v:.2f} ms" for t, v in
+                                                        row.get("host_env_ms_by_task", {}).items()), flush=True)
         if profile:
             row["device_profile"] = p = r["device_profile"]
             print("    device profile: none (no device plane in the trace)" if p is None else
@@ -240,9 +261,11 @@ def main():
                         help="trace 10 calls per row and report device time (matrix products / other kernels)")
     parser.add_argument("--set", dest="overrides", type=parse_override, action="append", default=[],
                         metavar="KEY=VALUE", help="an agent keyword argument, e.g. sample_chunk=0 (repeatable)")
+    parser.add_argument("--host_tasks", default="",
+                        help="comma-separated tasks whose host env step is also timed, e.g. cheetah-run,gym:Hopper-v5")
     parser.add_argument("--out", default=os.path.join(HERE, "results", "bench_update"))
     args = parser.parse_args()
-    header = {"device": jax.devices()[0].device_kind, "backend": jax.default_backend(),
+    header = {"device": jax.devices()[0].device_kind, "cpu_model": cpu_model(), "backend": jax.default_backend(),
               "xla_flags": os.environ.get("XLA_FLAGS", ""),
               "matmul_precision": str(jax.config.jax_default_matmul_precision),
               "cpu_count": os.cpu_count(), "jax": jax.__version__, "device_count": jax.device_count()}
@@ -251,7 +274,7 @@ def main():
         if numerics not in (*NUMERICS, "cpu"):
             parser.error(f"--numerics: unknown {numerics!r}; choose from lite, reference, cpu")
         rows = bench(numerics, [int(s) for s in args.seeds.split(",")], args.min_time, args.breakdown, args.shard,
-                     dict(args.overrides), args.profile)
+                     dict(args.overrides), args.profile, [t for t in args.host_tasks.split(",") if t])
         if not rows:
             parser.error(f"--seeds: no count is a multiple of the {jax.device_count()} devices")
         os.makedirs(args.out, exist_ok=True)

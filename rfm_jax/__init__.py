@@ -7,7 +7,7 @@ Layers, each importing only the ones above it:
     agents     one interface (init / act / update), a shared base and one file per agent
     training   replay, the jitted step programs, the host loop, evaluation, sweeps, policies, run
     infra      checkpoints, metrics, multi-device layout, guards, XLA set-up, cost model
-    envs       the DeepMind Control Suite on the host
+    envs       the DeepMind Control Suite and Gymnasium on the host, behind one interface
 
 ``rfm_jax._speed`` holds the CPU speed devices that the networks and agents use;
 ``RFM_JAX_PLAIN=1`` turns each into the plain JAX operation (``rfm_jax._speed.plain()``).
@@ -26,7 +26,7 @@ from rfm_jax.method.estimators import (
 from rfm_jax.method.schedules import Schedule
 from rfm_jax.training import program, replay, sweeps
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = [
     "PosteriorEstimate",

@@ -26,16 +26,19 @@ def test_experiment_quick_run_writes_outputs(tmp_path, script, extra):
 
 def test_bench_update_runs_with_an_override_and_a_profile(tmp_path):
     """bench_update.py at the cpu preset: --set reaches the agent and the JSON, --profile finds no
-    device plane on CPU (null), and the last printed line is one JSON object with ms_per_env_step."""
+    device plane on CPU (null), --host_tasks times a Gymnasium env's host step too, the CPU model is
+    recorded, and the last printed line is one JSON object with ms_per_env_step."""
     cmd = [sys.executable, str(ROOT / "experiments" / "bench_update.py"), "--numerics", "cpu", "--seeds", "1",
            "--no-breakdown", "--min_time", "0.2", "--set", "sample_chunk=0", "--set", "particle_batch=2",
-           "--profile", "--out", str(tmp_path)]
+           "--profile", "--host_tasks", "gym:Hopper-v5", "--out", str(tmp_path)]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     last = json.loads(proc.stdout.strip().splitlines()[-1])
     assert last["ms_per_env_step"] > 0 and last["overrides"] == {"sample_chunk": 0, "particle_batch": 2}
-    row = json.loads((tmp_path / "bench_cpu.json").read_text())["rows"][0]
+    saved = json.loads((tmp_path / "bench_cpu.json").read_text())
+    row = saved["rows"][0]
     assert row["device_profile"] is None and row["overrides"] == last["overrides"]
+    assert row["host_env_ms_by_task"]["gym:Hopper-v5"] > 0 and "family" in saved["cpu_model"]
 
 
 def test_bench_update_rejects_a_bad_override():

@@ -131,3 +131,15 @@ def test_every_agents_config_takes_the_gym_presets(algo, run_script):
     assert cpu.task == "gym:Hopper-v5" and cpu.total_steps == 100_000 and cpu.eval_episodes == 10
     report = run(cpu, None, dry_run=True)
     assert report["task"] == "gym:Hopper-v5" and report["params"]["actor"] > 0
+
+
+def test_load_policy_acts_on_a_gym_runs_checkpoint(hopper_run):
+    import numpy as np
+
+    from rfm_jax import envs
+    from rfm_jax.training.policy import load_policy
+
+    policy = load_policy(hopper_run, run="seed1")
+    obs = envs.make("gym:Hopper-v5", [0], 1).reset()[0]
+    action = np.asarray(policy(obs))
+    assert policy.step == 300 and action.shape == (1, 3) and np.all(np.abs(action) <= 1)
