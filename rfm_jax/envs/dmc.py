@@ -169,9 +169,11 @@ class BatchedEnv:
         """``get_state`` of run (seed row) ``s`` alone: what a checkpoint stores per run."""
         return zlib.compress(pickle.dumps((self.envs[s], self.returns[s], self.physics_errors[s], self.obs[s])), 1)
 
-    def set_run_states(self, blobs: list[bytes]) -> None:
-        """Restore every row from ``get_run_state`` blobs (one per seed, in order; after ``reset``)."""
+    def set_run_states(self, blobs: list[bytes]) -> list[bool]:
+        """Restore every row from ``get_run_state`` blobs (one per seed, in order; after ``reset``);
+        returns which rows were restored (all)."""
         if len(blobs) != len(self.seeds) or self.obs is None:
             raise ValueError(f"BatchedEnv.set_run_states: call reset() first and pass {len(self.seeds)} blobs.")
         for s, blob in enumerate(blobs):
             self.envs[s], self.returns[s], self.physics_errors[s], self.obs[s] = pickle.loads(zlib.decompress(blob))
+        return [True] * len(blobs)

@@ -57,8 +57,10 @@ def _constructor(name: str):
         module_name, _, attr = name.rpartition(":")
         try:
             module = importlib.import_module(module_name)
-        except ImportError as error:
-            raise ValueError(f"gym:{name}: cannot import module {module_name!r} ({error})") from None
+        except Exception as error:  # noqa: BLE001 - ImportError, or anything the user's module raises on import
+            first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            raise ValueError(f"gym:{name}: cannot import module {module_name!r} ({type(error).__name__}: "
+                             f"{first[:300]})") from None
         target = getattr(module, attr, None)
         if isinstance(target, type):
             return target, True
@@ -79,12 +81,15 @@ def make_env(name: str, env_kwargs: dict, render: bool = False):
     build, is_class = _constructor(name)
     kwargs = dict(env_kwargs)
     steps = kwargs.pop("max_episode_steps", None) if is_class else None
-    if render:
-        kwargs["render_mode"] = "rgb_array"
     try:
-        env = build(**kwargs)
+        env = build(**kwargs, **({"render_mode": "rgb_array"} if render else {}))
     except TypeError as error:
+        if render:  # a class that takes no render_mode: no frames (the recorder warns once), but it trains
+            return make_env(name, env_kwargs)
         raise ValueError(f"gym:{name}: bad config.env_kwargs {env_kwargs} ({error})") from None
+    except Exception as error:  # noqa: BLE001 - gymnasium's own errors, or anything a user's constructor raises
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise ValueError(f"gym:{name}: making the env failed ({type(error).__name__}: {first[:300]})") from None
     if steps is not None:
         env = gym.wrappers.TimeLimit(env, int(steps))
     return env
@@ -94,8 +99,8 @@ def _unsupported_observation(space, path: str = "observation") -> str | None:
     """Why ``space`` cannot be flattened to a float vector, or None."""
     spaces = _gym().spaces
     if isinstance(space, spaces.Box):
-        if space.dtype == np.uint8 and len(space.shape) >= 2:
-            return f"{path} is an image (Box {space.shape} uint8); image observations are not supported"
+        if (space.dtype == np.uint8 and len(space.shape) >= 2) or len(space.shape) >= 3:
+            return f"{path} is an image (Box {space.shape} {space.dtype}); image observations are not supported"
         return None
     if isinstance(space, spaces.Dict):
         items = space.spaces.items()
@@ -257,10 +262,23 @@ class BatchedEnv:
                                type(error).__name__, str(error).splitlines()[0] if str(error) else "")
             return None
 
-    def set_run_states(self, blobs: list) -> None:
-        """Restore every row from ``get_run_state`` blobs (after ``reset``); a None row keeps its fresh episodes."""
+    def set_run_states(self, blobs: list) -> list[bool]:
+        """Restore every row from ``get_run_state`` blobs (after ``reset``); returns which rows were
+        restored.  A row saved as None, or whose state no longer unpickles (the env's code changed),
+        keeps its fresh episodes, said in one warning line."""
         if len(blobs) != len(self.seeds) or self.obs is None:
             raise ValueError(f"BatchedEnv.set_run_states: call reset() first and pass {len(self.seeds)} blobs.")
+        restored, why = [], None
         for s, blob in enumerate(blobs):
-            if blob is not None:
+            try:
+                if blob is None:
+                    raise ValueError("the env could not be saved")
                 self.envs[s], self.returns[s], self.physics_errors[s], self.obs[s] = pickle.loads(zlib.decompress(blob))
+                restored.append(True)
+            except Exception as error:  # noqa: BLE001 - a user env's unpickling may raise anything
+                why = why or f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+                restored.append(False)
+        if not all(restored):
+            logger.warning("gym:%s: %d run(s) resume from fresh episodes (%s); replay, networks and metrics are kept",
+                           self.name, restored.count(False), why)
+        return restored

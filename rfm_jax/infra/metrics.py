@@ -6,8 +6,8 @@
     <workdir>/tb/<run>/                   the same scalars as TensorBoard events (plus HParams
                                           of the swept values, ``write_hparams``)
 
-With ``wandb`` (``rfm_jax.infra.wandb_sink.WandbSettings``) every row also goes to that run's
-Weights & Biases run.
+With ``wandb`` (a started ``rfm_jax.infra.wandb_sink.WandbSink``) every row also goes to that
+run's Weights & Biases run.
 
 Every row holds ``step`` (env steps per env) and ``wall_time`` (seconds of training, summed over
 resumed sessions).  On resume from step N, rows with step > N are dropped and TensorBoard purges
@@ -46,8 +46,7 @@ def read_jsonl(path: str) -> list[dict]:
 
 
 class MetricsWriter:
-    def __init__(self, workdir: str, names: list[str], resume_step: int | None = None, wandb=None,
-                 config: dict | None = None):
+    def __init__(self, workdir: str, names: list[str], resume_step: int | None = None, wandb=None):
         self.dir = os.path.join(workdir, "metrics")
         os.makedirs(self.dir, exist_ok=True)
         self.names = list(names)
@@ -60,11 +59,7 @@ class MetricsWriter:
                         f.writelines(json.dumps(r) + "\n" for r in rows)
         purge = None if resume_step is None else resume_step + 1
         self.tb = [SummaryWriter(os.path.join(workdir, "tb", name), purge_step=purge) for name in self.names]
-        self.wandb = None
-        if wandb is not None:
-            from rfm_jax.infra.wandb_sink import WandbSink
-
-            self.wandb = WandbSink(workdir, self.names, wandb, config or {})
+        self.wandb = wandb
 
     def path(self, kind: str, name: str) -> str:
         return os.path.join(self.dir, f"{kind}_{name}.jsonl")

@@ -34,7 +34,7 @@ from rfm_jax import envs
 from rfm_jax.agents import Agent, make_agent
 from rfm_jax.infra.checkpoints import Checkpointer
 from rfm_jax.infra.distributed import Layout
-from rfm_jax.infra.guards import Interrupted, NonFiniteError, stop_on_signal, wait_interruptibly
+from rfm_jax.infra.guards import Interrupted, NonFiniteError, UserError, stop_on_signal, wait_interruptibly
 from rfm_jax.infra.metrics import MetricsWriter
 from rfm_jax.training import session as session_lib
 from rfm_jax.training import sweeps
@@ -81,6 +81,25 @@ def _init_and_compile(fns: StepFns, layout: Layout, runs, hyper, host, eval_epis
     state = fns.init(*layout.replicated_to_global((sweeps.run_keys(runs), hyper)))
     inputs = layout.to_global((host.pending, host.valid, host.obs))
     return state, compile_ahead(fns, state, *inputs, eval_episodes=eval_episodes, phases=phases, layout=layout)
+
+
+def _start_wandb(settings, workdir: str, mine, run_config, resume: bool, layout: Layout):
+    """The W&B runs of this process's runs (None without ``settings``), started before compiling;
+    a failure in any process stops every process with one line."""
+    if settings is None:
+        return None
+    from rfm_jax.infra.wandb_sink import WandbSink
+
+    sink, error = None, None
+    try:
+        sink = WandbSink(workdir, [r.name for r in mine], settings, run_config or {}, resume)
+    except RuntimeError as e:
+        error = e
+    if layout.any_of([error is not None])[0]:
+        if sink is not None:
+            sink.close()
+        raise UserError(str(error) if error else "W&B could not start in another process (see its log)")
+    return sink
 
 
 def train(
@@ -154,6 +173,7 @@ def train(
                                empty_transitions(num_envs, spec.obs_dim, spec.action_dim))
         host = session_lib.Host(obs=env.reset(), valid=np.zeros((len(mine), num_envs), bool), pending=pending,
                                 last_eval=[None] * len(mine), train_returns=np.full(len(mine), np.nan), sums={})
+        sink = _start_wandb(wandb, workdir, mine, run_config, latest is not None, layout)
         phases = ("train",) if latest is not None and latest >= warmup_steps else ("warmup", "train")
         if (stop_after is not None and stop_after <= warmup_steps) or total_steps <= warmup_steps:
             phases = ("warmup",)
@@ -178,7 +198,7 @@ def train(
             print(f"Resumed from {workdir} at env step {start}.", flush=True)
         # Rows after the checkpoint (or every row, starting afresh) belong to a session that died.
         writer = MetricsWriter(workdir, [r.name for r in mine], resume_step=start if latest is not None else -1,
-                               wandb=wandb, config=run_config)
+                               wandb=sink)
         session = session_lib.Session(fast, layout, env, ckpt, writer, runs, mine, host, state, stop, meta, elapsed0,
                                       task=task, workdir=workdir, eval_episodes=eval_episodes, eval_mode=eval_mode,
                                       video=video, env_kwargs=env_kwargs)

@@ -30,6 +30,9 @@ def _nanmean(x) -> float:
     return float(x[np.isfinite(x)].mean()) if np.isfinite(x).any() else float("nan")
 
 
+EPISODE_SUMS = ("episode_return_sum", "episodes")  # per run, since the last train row: every finished episode once
+
+
 def _nan_to_none(x):
     return None if x is None or np.isnan(x) else float(x)
 
@@ -59,8 +62,8 @@ def from_records(records: list[bytes], env) -> Host:
     """The inverse of ``records``: restores ``env`` (after its ``reset``) and returns the host arrays;
     a run whose env was not saved acts from its fresh episode's first observation."""
     rows = [pickle.loads(r) for r in records]
-    env.set_run_states([r["env"] for r in rows])
-    obs = [r["obs"] if r["env"] is not None else env.obs[i] for i, r in enumerate(rows)]
+    restored = env.set_run_states([r["env"] for r in rows])
+    obs = [r["obs"] if ok else env.obs[i] for i, (r, ok) in enumerate(zip(rows, restored, strict=True))]
     return Host(obs=np.stack(obs), valid=np.stack([r["valid"] for r in rows]),
                  pending=replay.Transition(*(np.stack([r["pending"][f] for r in rows])
                                              for f in range(len(replay.Transition._fields)))),
@@ -122,6 +125,10 @@ class Session:
         host, result = self.host, self.env.step(actions)
         finished = ~np.all(np.isnan(result.episode_return), axis=1)
         host.train_returns[finished] = [_nanmean(r) for r in result.episode_return[finished]]
+        ended = np.isfinite(result.episode_return)  # [R, E]: episodes that ended (not diverged) this step
+        host.sums["episode_return_sum"] = host.sums.get("episode_return_sum", 0.0) + np.where(
+            ended, result.episode_return, 0.0).sum(axis=1)
+        host.sums["episodes"] = host.sums.get("episodes", 0.0) + ended.sum(axis=1)
         for k, v in metrics.items():  # empty during warm-up
             host.sums[k] = host.sums.get(k, 0.0) + np.asarray(v, np.float64)
             self.counts[k] = self.counts.get(k, 0) + 1
@@ -130,8 +137,13 @@ class Session:
 
     def log(self, step: int, sps: float) -> None:
         host = self.host
-        rows = [{**{k: v[r] / self.counts[k] for k, v in host.sums.items()}, "train_return": host.train_returns[r],
-                 "physics_errors": self.env.physics_errors[r], "env_steps_per_s": sps} for r in range(len(self.mine))]
+        zeros = np.zeros(len(self.mine))
+        episodes, returns = host.sums.get("episodes", zeros), host.sums.get("episode_return_sum", zeros)
+        rows = [{**{k: v[r] / self.counts[k] for k, v in host.sums.items() if k not in EPISODE_SUMS},
+                 "train_return": host.train_returns[r], "physics_errors": self.env.physics_errors[r],
+                 "env_steps_per_s": sps, "train_episodes": episodes[r],
+                 "train_return_mean": returns[r] / episodes[r] if episodes[r] else np.nan}
+                for r in range(len(self.mine))]
         self.writer.write("train", step, self.wall(), rows)
         host.sums.clear()
         self.counts = {}

@@ -82,6 +82,9 @@ def test_actions_map_to_the_box_and_dict_observations_flatten():
     ("gym:user_envs:Reach", {}, "has no time limit"),
     ("gym:user_envs:Reach", {"max_episode_steps": 5, "sped": 1}, "bad config.env_kwargs"),
     ("gym:user_envs:Missing", {}, "defines no class 'Missing'"),
+    ("gym:user_envs:FloatPixels", {"max_episode_steps": 5}, "image observations are not supported"),
+    ("gym:user_envs:Broken", {"max_episode_steps": 5}, "making the env failed (RuntimeError: no simulator here)"),
+    ("gym:no_such_module:Env", {}, "cannot import module 'no_such_module' (ModuleNotFoundError"),
     ("gym:Hoper-v5", {}, "did you mean gym:Hopper-v5"),
     ("cartpole-swingup", {"x": 1}, "applies to gym: tasks only"),
 ])

@@ -68,3 +68,14 @@ class DiscreteInDict(Reach):
     def __init__(self):
         super().__init__()
         self.observation_space = gym.spaces.Dict({"x": gym.spaces.Box(-2, 2, (2,)), "mode": gym.spaces.Discrete(3)})
+
+
+class FloatPixels(Reach):
+    def __init__(self):
+        super().__init__()
+        self.observation_space = gym.spaces.Box(0.0, 1.0, (8, 8, 3), np.float32)
+
+
+class Broken(Reach):
+    def __init__(self):
+        raise RuntimeError("no simulator here\nsecond line")

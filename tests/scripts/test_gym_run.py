@@ -52,8 +52,6 @@ def test_hopper_killed_then_resumed_gives_identical_metrics_and_the_same_wandb_r
     then --resume: every row equals the uninterrupted run's.  With --config.wandb=true under
     WANDB_MODE=offline both sessions log to the same two W&B runs (one per seed), grouped by the
     workdir, with the train and eval rows."""
-    from rfm_jax.infra.wandb_sink import run_id
-
     workdir = tmp_path / "killed"
     cmd = [sys.executable, RUN, _config(), f"--workdir={workdir}", "--progress=false", "--config.wandb=true"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -70,12 +68,24 @@ def test_hopper_killed_then_resumed_gives_identical_metrics_and_the_same_wandb_r
     for run in ("seed0", "seed1"):
         for kind in ("train", "eval"):
             assert _rows(str(workdir), kind, run) == _rows(hopper_run, kind, run), (kind, run)
-        sessions = sorted(glob.glob(str(workdir / "wandb" / f"offline-run-*-{run_id(str(workdir), run)}")))
+        run_id = (workdir / "wandb_ids" / f"{run}.txt").read_text().strip()  # made by the first session
+        sessions = sorted(glob.glob(str(workdir / "wandb" / f"offline-run-*-{run_id}")))
         assert len(sessions) == 2, sessions  # the killed session and its resume: one W&B run id
         logged = open(glob.glob(os.path.join(sessions[-1], "*.wandb"))[0], "rb").read()
         name = f"{tmp_path.name}/killed/{run}".encode()  # the W&B run's name: <group>/<run>
         for key in (b"train/critic_loss", b"eval/eval_return_mean", b"env_step", name):
             assert key in logged, key
+
+
+def test_each_training_episode_is_counted_once(tmp_path):
+    """gym:user_envs:Recording with a 5-step time limit: every episode returns 5, so each 50-step
+    row counts exactly 10 episodes with mean return 5 (train_return is the latest one's)."""
+    _run(tmp_path, "--config.task=gym:user_envs:Recording", "--config.env_kwargs={'max_episode_steps': 5}",
+         "--config.total_steps=150", "--config.num_seeds=1", config=_config(arg="smoke"))
+    rows = _rows(str(tmp_path), "train", "seed0")
+    assert [(r["step"], r["train_episodes"], r["train_return_mean"], r["train_return"]) for r in rows] == [
+        (50, 10, 5.0, 5.0), (100, 10, 5.0, 5.0), (150, 10, 5.0, 5.0)]
+    assert all(r["eval_return_mean"] == 5.0 for r in _rows(str(tmp_path), "eval", "seed0"))
 
 
 def test_a_users_env_class_trains_and_resumes_fresh_when_it_does_not_pickle(tmp_path):
