@@ -85,3 +85,77 @@ def make(task: str, seeds, num_envs: int, stream: int = 0, env_kwargs: dict | No
         raise ValueError(f"BatchedEnv: `num_envs` must be >= 1, got {num_envs}.")
     module, name = backend(task)
     return module.BatchedEnv(name, seeds, num_envs, stream, env_kwargs=dict(env_kwargs or {}), render=render)
+
+
+class HostEnvs:
+    """The batched bookkeeping every backend shares: ``S x E`` envs (``self.envs[s][e]``) stepped in
+    a Python loop, the action rescale, per-env returns, auto-resets and divergence counts.  A
+    backend sets ``envs`` and calls ``_setup`` in its constructor, then defines ``reset()`` and
+
+        _step_one(env, action [A] in [low, high]) -> (next_obs [O] float32, reward, discount, last)
+                                                     or None where the simulation diverged
+        _reset_one(env) -> the first observation [O] of a new episode
+    """
+
+    def _setup(self, name: str, seeds, num_envs: int, low, high) -> None:
+        self.name, self.seeds, self.num_envs = name, [int(s) for s in seeds], num_envs
+        self.low = np.asarray(low, np.float64).ravel()
+        self.high = np.asarray(high, np.float64).ravel()
+        self.action_dim = self.low.size
+        self.returns = np.zeros((len(self.seeds), num_envs), np.float64)
+        self.physics_errors = np.zeros(len(self.seeds), np.int64)
+        self.obs = None
+
+    def rescale(self, action: np.ndarray) -> np.ndarray:
+        """[-1, 1] -> [low, high] of the action bounds (clipped first): low + (a + 1) (high - low) / 2."""
+        action = np.clip(np.asarray(action, np.float64), -1.0, 1.0)
+        return self.low + (action + 1.0) * 0.5 * (self.high - self.low)
+
+    def step(self, actions: np.ndarray) -> StepResult:
+        """Step every env with actions [S, E, A] in [-1, 1]; finished or diverged episodes reset."""
+        actions = np.asarray(actions)
+        expected = (len(self.seeds), self.num_envs, self.action_dim)
+        if actions.shape != expected:
+            raise ValueError(f"BatchedEnv.step: actions must have shape {expected}, got {actions.shape}.")
+        if self.obs is None:
+            raise RuntimeError("BatchedEnv.step: call reset() first.")
+        shape = expected[:2]
+        next_obs, new_obs = np.empty_like(self.obs), np.empty_like(self.obs)
+        reward, discount = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
+        valid, done = np.ones(shape, bool), np.zeros(shape, bool)
+        episode_return = np.full(shape, np.nan, np.float64)
+        for s, row in enumerate(self.envs):
+            for e, env in enumerate(row):
+                out = self._step_one(env, self.rescale(actions[s, e]))
+                if out is None:  # diverged: no transition, a new episode
+                    self.physics_errors[s] += 1
+                    valid[s, e], done[s, e] = False, True
+                    next_obs[s, e] = self.obs[s, e]
+                    new_obs[s, e] = self._reset_one(env)
+                    self.returns[s, e] = 0.0
+                    continue
+                next_obs[s, e], reward[s, e], discount[s, e], last = out
+                self.returns[s, e] += reward[s, e]
+                if last:
+                    done[s, e] = True
+                    episode_return[s, e], self.returns[s, e] = self.returns[s, e], 0.0
+                    new_obs[s, e] = self._reset_one(env)
+                else:
+                    new_obs[s, e] = next_obs[s, e]
+        self.obs = new_obs
+        return StepResult(next_obs, reward, discount, new_obs.copy(), valid, done, episode_return)
+
+    def frame_source(self, s: int):
+        """What ``Recorder.add`` films for run ``s``: its first env."""
+        return self.envs[s][0]
+
+    def _run_state(self, s: int) -> tuple:
+        """Run ``s``'s envs, returns, divergence count and observations: what its checkpoint record holds."""
+        return self.envs[s], self.returns[s], self.physics_errors[s], self.obs[s]
+
+    def _restore_run(self, s: int, state: tuple) -> None:
+        self.envs[s], self.returns[s], self.physics_errors[s], self.obs[s] = state
+
+    def _check_blobs(self, blobs: list) -> None:
+        if len(blobs) != len(self.seeds) or self.obs is None:
+            raise ValueError(f"BatchedEnv.set_run_states: call reset() first and pass {len(self.seeds)} blobs.")

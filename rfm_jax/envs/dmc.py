@@ -21,7 +21,7 @@ import zlib
 
 import numpy as np
 
-from rfm_jax.envs.base import EnvSpec, StepResult, env_seed
+from rfm_jax.envs.base import EnvSpec, HostEnvs, env_seed
 from rfm_jax.envs.render import select_gl_backend
 
 select_gl_backend()  # MUJOCO_GL before dm_control reads it: the user's, else egl, osmesa or disable
@@ -70,14 +70,17 @@ def check(name: str, env_kwargs: dict | None = None) -> None:
 def spec(name: str, env_kwargs: dict | None = None) -> EnvSpec:
     """Observation size, action size and episode length of a task."""
     check(name, env_kwargs)
-    env = _load(name, 0)
+    return _spec_of(_load(name, 0))
+
+
+def _spec_of(env) -> EnvSpec:
     obs_dim = sum(int(np.prod(s.shape)) for s in env.observation_spec().values())
     action_dim = int(np.prod(env.action_spec().shape))
     episode_length = math.ceil(env._step_limit)  # noqa: SLF001  (time limit / control timestep, a float)
     return EnvSpec(obs_dim, action_dim, episode_length)
 
 
-class BatchedEnv:
+class BatchedEnv(HostEnvs):
     """``num_seeds x num_envs`` dm_control envs stepped in a Python loop (host side).
 
     Env (s, e) is seeded with ``env_seed(seeds[s], e, stream)``.  Call ``reset()`` once, then
@@ -90,73 +93,26 @@ class BatchedEnv:
         check(name, env_kwargs)
         if num_envs < 1:
             raise ValueError(f"BatchedEnv: `num_envs` must be >= 1, got {num_envs}.")
-        self.name = name
-        self.seeds = [int(s) for s in seeds]
-        self.num_envs = num_envs
-        self.envs = [[_load(name, env_seed(s, e, stream)) for e in range(num_envs)] for s in self.seeds]
+        self.envs = [[_load(name, env_seed(s, e, stream)) for e in range(num_envs)] for s in seeds]
         action_spec = self.envs[0][0].action_spec()
-        self.low = np.asarray(action_spec.minimum, np.float64).ravel()
-        self.high = np.asarray(action_spec.maximum, np.float64).ravel()
-        self.action_dim = self.low.size
-        self.returns = np.zeros((len(self.seeds), num_envs), np.float64)
-        self.physics_errors = np.zeros(len(self.seeds), np.int64)
-        self.obs = None
-
-    def rescale(self, action: np.ndarray) -> np.ndarray:
-        """[-1, 1] -> [low, high] of the action spec (clipped first)."""
-        action = np.clip(np.asarray(action, np.float64), -1.0, 1.0)
-        return self.low + (action + 1.0) * 0.5 * (self.high - self.low)
+        self._setup(name, seeds, num_envs, action_spec.minimum, action_spec.maximum)
+        self.spec = _spec_of(self.envs[0][0])
 
     def reset(self) -> np.ndarray:
         """Reset every env; returns observations [S, E, O]."""
-        first = [[flatten_observation(env.reset().observation) for env in row] for row in self.envs]
-        self.obs = np.asarray(first, np.float32)
+        self.obs = np.asarray([[self._reset_one(env) for env in row] for row in self.envs], np.float32)
         self.returns[:] = 0.0
         return self.obs
 
-    def step(self, actions: np.ndarray) -> StepResult:
-        actions = np.asarray(actions)
-        expected = (len(self.seeds), self.num_envs, self.action_dim)
-        if actions.shape != expected:
-            raise ValueError(f"BatchedEnv.step: actions must have shape {expected}, got {actions.shape}.")
-        if self.obs is None:
-            raise RuntimeError("BatchedEnv.step: call reset() first.")
-        shape = expected[:2]
-        next_obs = np.empty_like(self.obs)
-        new_obs = np.empty_like(self.obs)
-        reward = np.zeros(shape, np.float32)
-        discount = np.zeros(shape, np.float32)
-        valid = np.ones(shape, bool)
-        done = np.zeros(shape, bool)
-        episode_return = np.full(shape, np.nan, np.float64)
-        for s, row in enumerate(self.envs):
-            for e, env in enumerate(row):
-                try:
-                    ts = env.step(self.rescale(actions[s, e]))
-                except control.PhysicsError:
-                    self.physics_errors[s] += 1
-                    valid[s, e], done[s, e] = False, True
-                    next_obs[s, e] = self.obs[s, e]
-                    new_obs[s, e] = flatten_observation(env.reset().observation)
-                    self.returns[s, e] = 0.0
-                    continue
-                reward[s, e] = ts.reward or 0.0
-                discount[s, e] = ts.discount
-                next_obs[s, e] = flatten_observation(ts.observation)
-                self.returns[s, e] += reward[s, e]
-                if ts.last():
-                    done[s, e] = True
-                    episode_return[s, e] = self.returns[s, e]
-                    self.returns[s, e] = 0.0
-                    new_obs[s, e] = flatten_observation(env.reset().observation)
-                else:
-                    new_obs[s, e] = next_obs[s, e]
-        self.obs = new_obs
-        return StepResult(next_obs, reward, discount, new_obs.copy(), valid, done, episode_return)
+    def _reset_one(self, env) -> np.ndarray:
+        return flatten_observation(env.reset().observation)
 
-    def frame_source(self, s: int):
-        """What ``Recorder.add`` films for run ``s``: its first env."""
-        return self.envs[s][0]
+    def _step_one(self, env, action):
+        try:
+            ts = env.step(action)
+        except control.PhysicsError:
+            return None
+        return flatten_observation(ts.observation), ts.reward or 0.0, ts.discount, ts.last()
 
     def get_state(self) -> bytes:
         """Everything needed to continue exactly: physics, task RNGs, step counters, returns."""
@@ -167,13 +123,12 @@ class BatchedEnv:
 
     def get_run_state(self, s: int) -> bytes:
         """``get_state`` of run (seed row) ``s`` alone: what a checkpoint stores per run."""
-        return zlib.compress(pickle.dumps((self.envs[s], self.returns[s], self.physics_errors[s], self.obs[s])), 1)
+        return zlib.compress(pickle.dumps(self._run_state(s)), 1)
 
     def set_run_states(self, blobs: list[bytes]) -> list[bool]:
         """Restore every row from ``get_run_state`` blobs (one per seed, in order; after ``reset``);
         returns which rows were restored (all)."""
-        if len(blobs) != len(self.seeds) or self.obs is None:
-            raise ValueError(f"BatchedEnv.set_run_states: call reset() first and pass {len(self.seeds)} blobs.")
+        self._check_blobs(blobs)
         for s, blob in enumerate(blobs):
-            self.envs[s], self.returns[s], self.physics_errors[s], self.obs[s] = pickle.loads(zlib.decompress(blob))
+            self._restore_run(s, pickle.loads(zlib.decompress(blob)))
         return [True] * len(blobs)

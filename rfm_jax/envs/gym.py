@@ -39,7 +39,7 @@ import zlib
 
 import numpy as np
 
-from rfm_jax.envs.base import EnvSpec, StepResult, env_seed
+from rfm_jax.envs.base import EnvSpec, HostEnvs, env_seed
 
 logger = logging.getLogger(__name__)
 
@@ -176,34 +176,22 @@ def dumps_state(obj) -> bytes:
     return zlib.compress(buffer.getvalue(), 1)
 
 
-class BatchedEnv:
+class BatchedEnv(HostEnvs):
     """``num_seeds x num_envs`` Gymnasium envs stepped in a Python loop (host side); the interface
     of ``rfm_jax.envs.base``.  ``physics_errors`` [S] counts diverged steps per seed."""
 
     def __init__(self, name: str, seeds, num_envs: int, stream: int = 0, env_kwargs: dict | None = None,
                  render: bool = False):
-        self.name, self.seeds, self.num_envs, self.stream = name, [int(s) for s in seeds], num_envs, stream
         self.envs = [[make_env(name, env_kwargs or {}, render=render and e == 0) for e in range(num_envs)]
-                     for _ in self.seeds]
+                     for _ in seeds]
         first = self.envs[0][0]
         self.spec = check_env(name, first)
         self.observation_space, self.action_space = first.observation_space, first.action_space
-        self.low = np.asarray(self.action_space.low, np.float64).ravel()
-        self.high = np.asarray(self.action_space.high, np.float64).ravel()
-        self.action_dim = self.low.size
-        self.returns = np.zeros((len(self.seeds), num_envs), np.float64)
-        self.physics_errors = np.zeros(len(self.seeds), np.int64)
-        self.obs = None
-        self.warned = False
+        self._setup(name, seeds, num_envs, self.action_space.low, self.action_space.high)
+        self.stream, self.warned = stream, False
 
     def flatten(self, observation) -> np.ndarray:
         return np.asarray(_gym().spaces.flatten(self.observation_space, observation), np.float32)
-
-    def rescale(self, action: np.ndarray) -> np.ndarray:
-        """[-1, 1] -> [low, high] of the action Box (clipped first), in the Box's shape and dtype."""
-        action = np.clip(np.asarray(action, np.float64), -1.0, 1.0)
-        scaled = self.low + (action + 1.0) * 0.5 * (self.high - self.low)
-        return scaled.reshape(self.action_space.shape).astype(self.action_space.dtype)
 
     def reset(self) -> np.ndarray:
         """Reset every env with its seed; returns observations [S, E, O]."""
@@ -212,48 +200,21 @@ class BatchedEnv:
         self.returns[:] = 0.0
         return self.obs
 
-    def step(self, actions: np.ndarray) -> StepResult:
-        actions = np.asarray(actions)
-        expected = (len(self.seeds), self.num_envs, self.action_dim)
-        if actions.shape != expected:
-            raise ValueError(f"BatchedEnv.step: actions must have shape {expected}, got {actions.shape}.")
-        if self.obs is None:
-            raise RuntimeError("BatchedEnv.step: call reset() first.")
-        shape = expected[:2]
-        next_obs, new_obs = np.empty_like(self.obs), np.empty_like(self.obs)
-        reward, discount = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
-        valid, done = np.ones(shape, bool), np.zeros(shape, bool)
-        episode_return = np.full(shape, np.nan, np.float64)
-        for s, row in enumerate(self.envs):
-            for e, env in enumerate(row):
-                observation, r, terminated, truncated, _ = env.step(self.rescale(actions[s, e]))
-                flat = self.flatten(observation)
-                if not (np.all(np.isfinite(flat)) and np.isfinite(r)):  # diverged: no transition
-                    self.physics_errors[s] += 1
-                    valid[s, e], done[s, e] = False, True
-                    next_obs[s, e] = self.obs[s, e]
-                    new_obs[s, e] = self.flatten(env.reset()[0])
-                    self.returns[s, e] = 0.0
-                    continue
-                reward[s, e], discount[s, e], next_obs[s, e] = r, 0.0 if terminated else 1.0, flat
-                self.returns[s, e] += reward[s, e]
-                if terminated or truncated:
-                    done[s, e] = True
-                    episode_return[s, e], self.returns[s, e] = self.returns[s, e], 0.0
-                    new_obs[s, e] = self.flatten(env.reset()[0])
-                else:
-                    new_obs[s, e] = flat
-        self.obs = new_obs
-        return StepResult(next_obs, reward, discount, new_obs.copy(), valid, done, episode_return)
+    def _reset_one(self, env) -> np.ndarray:
+        return self.flatten(env.reset()[0])
 
-    def frame_source(self, s: int):
-        """What ``Recorder.add`` films for run ``s``: its first env (built with render_mode rgb_array)."""
-        return self.envs[s][0]
+    def _step_one(self, env, action):
+        action = action.reshape(self.action_space.shape).astype(self.action_space.dtype)
+        observation, reward, terminated, truncated, _ = env.step(action)
+        flat = self.flatten(observation)
+        if not (np.all(np.isfinite(flat)) and np.isfinite(reward)):  # diverged
+            return None
+        return flat, reward, 0.0 if terminated else 1.0, terminated or truncated
 
     def get_run_state(self, s: int) -> bytes | None:
         """Run ``s``'s envs, returns, error count and observations; None (warned once) where they do not pickle."""
         try:
-            return dumps_state((self.envs[s], self.returns[s], self.physics_errors[s], self.obs[s]))
+            return dumps_state(self._run_state(s))
         except Exception as error:  # noqa: BLE001 - any user env: a lock, a socket, a lambda, ...
             if not self.warned:
                 self.warned = True
@@ -266,14 +227,13 @@ class BatchedEnv:
         """Restore every row from ``get_run_state`` blobs (after ``reset``); returns which rows were
         restored.  A row saved as None, or whose state no longer unpickles (the env's code changed),
         keeps its fresh episodes, said in one warning line."""
-        if len(blobs) != len(self.seeds) or self.obs is None:
-            raise ValueError(f"BatchedEnv.set_run_states: call reset() first and pass {len(self.seeds)} blobs.")
+        self._check_blobs(blobs)
         restored, why = [], None
         for s, blob in enumerate(blobs):
             try:
                 if blob is None:
                     raise ValueError("the env could not be saved")
-                self.envs[s], self.returns[s], self.physics_errors[s], self.obs[s] = pickle.loads(zlib.decompress(blob))
+                self._restore_run(s, pickle.loads(zlib.decompress(blob)))
                 restored.append(True)
             except Exception as error:  # noqa: BLE001 - a user env's unpickling may raise anything
                 why = why or f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"

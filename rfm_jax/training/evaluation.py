@@ -29,7 +29,7 @@ def evaluate(fns, agent_state, *, task: str, seeds, episodes: int, eval_index: i
         raise ValueError(f"evaluate: `mode` must be one of {EVAL_MODES}, got {mode!r}.")
     eval_index = 0 if mode == "fixed" else eval_index
     env = envs.make(task, seeds, episodes, stream=1 + eval_index, env_kwargs=env_kwargs, render=bool(recorders))
-    length = envs.spec(task, env_kwargs).episode_length
+    length = env.spec.episode_length
     obs = env.reset()
     keys = np.asarray(jax.vmap(lambda s: jax.random.split(jax.random.fold_in(jax.random.PRNGKey(s), 1 + eval_index),
                                                           length))(jnp.asarray(seeds, jnp.uint32)))
