@@ -21,7 +21,7 @@ not clipped (the epsilon parameterisation keeps the targets O(1) at small sigma)
 
 from __future__ import annotations
 
-from rfm_jax.agents import base, rfm
+from rfm_jax.agents import base, particles, rfm
 
 HYPER = rfm.RFMHyper(temperature=0.05, eta=1.0)  # DQS's defaults; eta = 1 is the gradient expectation
 
@@ -37,7 +37,8 @@ SPEC = base.AgentSpec(
     fixed=dict(policy="diffusion", diffusion_schedule="ve", control_variate="fixed", coef_space="noise"),
     fixed_why="VE diffusion, eta = 1", base_factory="make_rfm",
     defaults=dict(num_ode_steps=20, num_posterior_particles=1000),
-    hyper_fields=("temperature", "temperature_final", "temperature_steps", "gamma", "tau"))
+    hyper_fields=("temperature", "temperature_final", "temperature_steps", "gamma", "tau",
+                  *particles.TEMPERATURE_FIELDS))
 SPECS = (SPEC,)  # what the registry finds in this file
 FIXED = tuple(SPEC.fixed)
 

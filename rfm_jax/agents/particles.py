@@ -1,9 +1,22 @@
 """What the particle agents (RFM, QNE, DQS, QSM, QVPO) share: the state, its init, the policy
-network's checks and particle sampling with Boltzmann selection.
+network's checks, particle sampling with Boltzmann selection and the automatic temperature.
 
 Particle sampling: P latents per state through the policy's ODE (Euler on a velocity, or DDIM on
 an epsilon / score network), then argmax_i Q(s, tanh u_i) (greedy) or a draw from
 softmax_i(Q(s, tanh u_i) / lambda).
+
+Temperature (``temperature_mode``, the agents with a Boltzmann lambda: RFM, QNE, DQS, QVPO):
+``fixed`` uses hyper.temperature (RFM: and its schedule); ``ess`` and ``entropy`` keep log lambda
+in the state and take one dual-ascent step after each update (``rfm_jax.method.temperature``):
+
+    ess:      log lambda += lr (f* - mean_s f_s(lambda)),   f_s = ESS / P of softmax(q_s / lambda)
+              over the update's P policy particles at its sampled states (f* = hyper.ess_target)
+    entropy:  log lambda += lr (H* - H(lambda)) / |A|,       H* = -hyper.entropy_target_scale |A|
+
+H = -mean_b log pi(a_b | s_b) over one policy sample per batch state, log pi by the sampler's
+change of variables (``sample_log_prob``).  Both clip lambda to [temperature_min,
+temperature_max]; a NaN lambda shows in the next update's ``temperature`` metric, which the
+loop's non-finite guard stops on.
 """
 
 from __future__ import annotations
@@ -19,7 +32,7 @@ from flax import struct
 
 from rfm_jax._speed import normal_rows
 from rfm_jax.agents import base
-from rfm_jax.method import estimators, schedules
+from rfm_jax.method import density, estimators, schedules, temperature
 from rfm_jax.method.validation import check_positive_int, check_rank
 from rfm_jax.networks import BLOCKS
 
@@ -31,6 +44,7 @@ U_MAX = float(np.arctanh(0.999))
 SOURCE = estimators.standard_normal(normal_rows.normal)
 CPU_CHUNK_ROWS = 4096  # policy-network rows per lax.map chunk of the sampler on CPU ("auto")
 CPU_POSTERIOR_ROWS = 5120  # critic rows (states x particles) per lax.map chunk of the estimator on CPU ("auto")
+TEMPERATURE_MODES = ("fixed", "ess", "entropy")
 
 
 @struct.dataclass
@@ -44,6 +58,7 @@ class ParticleState:
     critic_opt_state: optax.OptState  # one Adam state per critic (leading axis K)
     hyper: Any
     updates: Array  # [] int32
+    log_temperature: Array  # [] log lambda: the next update's (ess / entropy modes), the last one's (fixed)
 
 
 def init_state(key: Array, hyper, *, actor, actor_opt, critics, obs_dim: int, action_dim: int) -> ParticleState:
@@ -55,7 +70,88 @@ def init_state(key: Array, hyper, *, actor, actor_opt, critics, obs_dim: int, ac
     return ParticleState(actor_params=actor_params, critic_params=critic_params, target_critic_params=critic_params,
                          actor_opt_state=actor_opt.init(actor_params), critic_opt_state=critic_opt_state,
                          hyper=jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), hyper),
-                         updates=jnp.zeros((), jnp.int32))
+                         updates=jnp.zeros((), jnp.int32),
+                         log_temperature=jnp.log(jnp.asarray(hyper.temperature, jnp.float32)))
+
+
+@struct.dataclass
+class TemperatureHyper:
+    """The automatic temperature's sweepable numbers (``temperature_mode`` ess or entropy); the
+    hyper of every agent with a Boltzmann lambda extends it."""
+
+    ess_target: Array | float = temperature.DEFAULT_ESS_TARGET  # ess: f* = ESS / P held (e^-1: lambda ~ std of Q)
+    entropy_target_scale: Array | float = 1.0  # entropy: the policy's entropy is held at -scale * |A| (SAC's)
+    temperature_lr: Array | float = 1e-3  # ess / entropy: step of log lambda per update, times the error
+    temperature_min: Array | float = 1e-4  # ess / entropy: lower bound on lambda
+    temperature_max: Array | float = 10.0  # ess / entropy: upper bound on lambda
+
+
+TEMPERATURE_FIELDS = tuple(f.name for f in dataclasses.fields(TemperatureHyper))
+
+
+@dataclasses.dataclass(frozen=True)
+class TemperatureSettings:
+    """The static choice of how lambda is set (module docstring)."""
+
+    temperature_mode: str = "fixed"  # fixed: hyper.temperature (and its schedule) | ess | entropy: tuned online
+
+
+def check_temperature_hyper(name: str, hyper: TemperatureHyper) -> None:
+    """One-line ValueErrors naming the first bad ``TemperatureHyper`` field."""
+    base.check_leaf(name, "ess_target", hyper.ess_target, lambda v: (v > 0) & (v <= 1), "in (0, 1]")
+    base.check_leaf(name, "entropy_target_scale", hyper.entropy_target_scale, lambda v: v == v, "a number")
+    base.check_leaf(name, "temperature_lr", hyper.temperature_lr, lambda v: v > 0, "> 0")
+    base.check_leaf(name, "temperature_min", hyper.temperature_min, lambda v: v > 0, "> 0")
+    base.check_leaf(name, "temperature_max", hyper.temperature_max,
+                    lambda v: v > np.asarray(hyper.temperature_min, np.float64), "> temperature_min")
+
+
+def temperature_of(mode: str, state: ParticleState, fixed: Array) -> Array:
+    """lambda of this update or action: ``fixed`` (mode fixed) or exp(state.log_temperature)."""
+    return fixed if mode == "fixed" else jnp.exp(state.log_temperature)
+
+
+def temperature_step(mode: str, state: ParticleState, lam: Array, q: Array, entropy: Array | None,
+                     action_dim: int) -> tuple[Array, dict]:
+    """(log lambda of the next update, metrics) after an update at lambda ``lam`` whose sampled
+    states had particle values q [S, P]; ``entropy`` [] is the policy's (mode entropy only)."""
+    hyper = state.hyper
+    bounds = (jnp.log(hyper.temperature_min), jnp.log(hyper.temperature_max))
+    fraction = jnp.mean(jax.vmap(temperature.ess_fraction, (0, None))(q, lam))
+    metrics = {"policy_ess_frac": fraction}
+    if mode == "ess":
+        new, _ = temperature.ess_temperature_step(state.log_temperature, q, hyper.ess_target, hyper.temperature_lr,
+                                                  bounds)
+    elif mode == "entropy":
+        target = -hyper.entropy_target_scale * action_dim
+        new = temperature.entropy_temperature_step(state.log_temperature, entropy, target, hyper.temperature_lr,
+                                                   bounds, action_dim)
+        metrics["policy_entropy"] = entropy
+    else:
+        new = jnp.log(lam)
+    return new, metrics
+
+
+def sample_log_prob(model_fn, x_start: Array, *, policy: str, schedule, num_steps: int, t_min: float,
+                    x1_bound: float | None = None) -> tuple[Array, Array]:
+    """(u [A], log pi(tanh u) []) of the sampler of ``integrate`` from x_start [A] ~ N(0, I):
+    its exact change of variables (``density.sampler_log_prob``) and the tanh correction."""
+    ts = schedules.time_grid(num_steps, t_min, 1 - t_min)
+    if policy == "flow":
+        step = lambda x, t, t_next: schedules.euler_step(model_fn, x, t, t_next)  # noqa: E731
+    else:
+        step = lambda x, t, t_next: schedules.ddim_step(model_fn, x, t, t_next, schedule=schedule,  # noqa: E731
+                                                        x1_bound=x1_bound)
+    u, log_p_u = density.sampler_log_prob(step, x_start, ts)
+    return u, density.tanh_log_prob(u, log_p_u)
+
+
+def policy_entropy(key: Array, model_fn_at, obs: Array, action_dim: int, **integrate_kwargs) -> Array:
+    """H = -mean_b log pi(a_b | s_b), one sample per state obs [B, O]; ``model_fn_at(obs [O])``
+    is the network at that state, ``(x [A], t []) -> [A]``."""
+    x_start = normal_rows.normal(key, (obs.shape[0], action_dim))
+    log_p = jax.vmap(lambda o, x: sample_log_prob(model_fn_at(o), x, **integrate_kwargs)[1])(obs, x_start)
+    return -jnp.mean(log_p)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,6 +186,8 @@ def check_policy_net(name: str, s: PolicyNetSettings, obs_dim: int, action_dim: 
     if not 0.0 < s.t_min < 0.5:
         raise ValueError(f"{name}: `t_min` must lie in (0, 0.5), got {s.t_min}.")
     base.check_positive(name, actor_lr=s.actor_lr)
+    if isinstance(s, TemperatureSettings):
+        base.check_choice(name, "temperature_mode", s.temperature_mode, TEMPERATURE_MODES)
 
 
 def select(key: Array, q: Array, temperature, greedy: bool) -> Array:
@@ -118,10 +216,11 @@ class SampleNoise(NamedTuple):
 
 
 def sample_select(key: Array, model_fn, q_fn, *, num_particles: int, action_dim: int, temperature, greedy: bool,
-                  noise: SampleNoise | None = None, **integrate_kwargs) -> Array:
-    """One latent u [A] at one state: ``num_particles`` latents by ``integrate``, then ``select``
-    on ``q_fn(tanh u [P, A]) -> [P]``.  With ``noise`` the draws are given (the key is unused) and
-    the Boltzmann choice is argmax(q / lambda + gumbel), the same rule as ``jax.random.categorical``."""
+                  noise: SampleNoise | None = None, **integrate_kwargs) -> tuple[Array, Array]:
+    """(u [A], q [P]): one latent at one state, from ``num_particles`` latents by ``integrate`` and
+    ``select`` on their values q = ``q_fn(tanh u [P, A]) -> [P]``.  With ``noise`` the draws are
+    given (the key is unused) and the Boltzmann choice is argmax(q / lambda + gumbel), the same
+    rule as ``jax.random.categorical``."""
     if noise is None:
         key_start, key_select = jax.random.split(key)
         x_start = normal_rows.normal(key_start, (num_particles, action_dim))
@@ -133,7 +232,7 @@ def sample_select(key: Array, model_fn, q_fn, *, num_particles: int, action_dim:
         index = select(key_select, q, temperature, greedy)
     else:
         index = jnp.argmax(q if greedy else q / temperature + noise.gumbel)
-    return latents[index]
+    return latents[index], q
 
 
 def map_states(fn, key: Array, obs: Array, chunk: int | None, noise=None) -> Array:

@@ -52,8 +52,9 @@ Array = jax.Array
 
 
 @struct.dataclass
-class QVPOHyper:
-    """Sweepable numbers (pytree leaves)."""
+class QVPOHyper(particles.TemperatureHyper):
+    """Sweepable numbers (pytree leaves); the automatic temperature's are
+    ``particles.TemperatureHyper``'s."""
 
     temperature: Array | float = 0.02  # lambda of the Boltzmann resampling that picks a' and training actions
     entropy_weight: Array | float = 0.1  # weight of the denoising loss on uniform actions (QVPO's entropy term)
@@ -66,6 +67,7 @@ def check_hyper(hyper: QVPOHyper, name: str = "qvpo") -> None:
     base.check_leaf(name, "temperature", hyper.temperature, lambda v: v > 0, "> 0")
     base.check_leaf(name, "entropy_weight", hyper.entropy_weight, lambda v: v >= 0, ">= 0")
     base.check_common_hyper(name, hyper)
+    particles.check_temperature_hyper(name, hyper)
 
 
 def q_weights(q: Array) -> Array:
@@ -75,8 +77,8 @@ def q_weights(q: Array) -> Array:
 
 
 @dataclasses.dataclass(frozen=True)
-class QVPOSettings(particles.PolicyNetSettings):
-    """Static settings: ``particles.PolicyNetSettings`` and QVPO's own."""
+class QVPOSettings(particles.PolicyNetSettings, particles.TemperatureSettings):
+    """Static settings: ``particles.PolicyNetSettings``, ``particles.TemperatureSettings`` and QVPO's own."""
 
     num_train_particles: int = 64  # policy samples per state that the Q-weighted loss trains on (QVPO: 64)
     num_act_particles: int = 32  # policy samples per state when acting in training (Boltzmann-resampled)
@@ -110,10 +112,16 @@ def build(s: QVPOSettings, *, obs_dim: int, action_dim: int, name: str = "make_q
         return particles.init_state(key, hyper, actor=actor, actor_opt=actor_opt, critics=critics, obs_dim=obs_dim,
                           action_dim=action_dim)
 
+    def model_fn_at(actor_params, temperature):
+        """obs [O] -> the network at that state and lambda, (x [A], t []) -> [A]."""
+        def at(obs):
+            cond = actor.apply(actor_params, obs, temperature, method=actor.condition)
+            return lambda x, t: actor.apply(actor_params, cond, x, t, method=actor.from_condition)
+        return at
+
     def samples(actor_params, critic_params, key, obs, temperature, num_particles):
         """P latents u [P, A] at one state obs [O] by DDIM, and their q = min_k Q_k(s, tanh u) [P]."""
-        cond = actor.apply(actor_params, obs, temperature, method=actor.condition)
-        model_fn = lambda x, t: actor.apply(actor_params, cond, x, t, method=actor.from_condition)  # noqa: E731
+        model_fn = model_fn_at(actor_params, temperature)(obs)
         u = particles.integrate(model_fn, normal_rows.normal(key, (num_particles, action_dim)), **ode)
         return u, jnp.min(critics.apply(critic_params, obs, jnp.tanh(u)), axis=-1)
 
@@ -121,8 +129,9 @@ def build(s: QVPOSettings, *, obs_dim: int, action_dim: int, name: str = "make_q
         check_rank("qvpo.act", "obs", obs, 1, "[O]")
         key_sample, key_select = jax.random.split(key)
         num_particles = s.num_eval_particles if greedy else s.num_act_particles
-        u, q = samples(state.actor_params, state.critic_params, key_sample, obs, state.hyper.temperature, num_particles)
-        return jnp.tanh(u[particles.select(key_select, q, state.hyper.temperature, greedy)])
+        temperature = particles.temperature_of(s.temperature_mode, state, state.hyper.temperature)
+        u, q = samples(state.actor_params, state.critic_params, key_sample, obs, temperature, num_particles)
+        return jnp.tanh(u[particles.select(key_select, q, temperature, greedy)])
 
     def denoising(actor_params, key, obs, u, temperature):
         """l(u) at one random t and noise per sample: obs [B, O], u [B, P, A] -> [B, P]."""
@@ -133,7 +142,7 @@ def build(s: QVPOSettings, *, obs_dim: int, action_dim: int, name: str = "make_q
         eps_hat = actor.apply(actor_params, obs[:, None], u_t, t, temperature)
         return jnp.mean((eps_hat - eps) ** 2, axis=-1)
 
-    def actor_step(state, key, obs, u, weights):
+    def actor_step(state, key, obs, u, weights, temperature):
         """Q-weighted denoising regression on the samples u [B, P, A] with weights [B, P], plus the
         entropy term on as many uniform actions."""
         hyper = state.hyper
@@ -143,9 +152,8 @@ def build(s: QVPOSettings, *, obs_dim: int, action_dim: int, name: str = "make_q
         a_uniform = jax.random.uniform(key_uniform, u.shape, minval=-0.999, maxval=0.999)  # |arctanh| <= U_MAX
 
         def loss_fn(actor_params):
-            q_term = jnp.mean(weights * denoising(actor_params, key_q, obs, u, hyper.temperature))
-            entropy_term = jnp.mean(denoising(actor_params, key_entropy, obs, jnp.arctanh(a_uniform),
-                                              hyper.temperature))
+            q_term = jnp.mean(weights * denoising(actor_params, key_q, obs, u, temperature))
+            entropy_term = jnp.mean(denoising(actor_params, key_entropy, obs, jnp.arctanh(a_uniform), temperature))
             return q_term + hyper.entropy_weight * entropy_term, None
 
         actor_params, opt_state, (loss, _), grads = base.gradient_step(
@@ -158,7 +166,7 @@ def build(s: QVPOSettings, *, obs_dim: int, action_dim: int, name: str = "make_q
         check_rank("qvpo.update", "batch.obs", batch.obs, 2, "[B, O]")
         batch_size = batch.obs.shape[0]
         key_sample, key_next, key_actor = jax.random.split(key, 3)
-        temperature = state.hyper.temperature
+        temperature = particles.temperature_of(s.temperature_mode, state, state.hyper.temperature)
         fn = lambda key_i, obs_i: samples(state.actor_params, state.critic_params, key_i, obs_i,  # noqa: E731
                                           temperature, s.num_train_particles)
         u, q = jax.lax.stop_gradient(particles.map_states(fn, key_sample, jnp.concatenate([batch.obs, batch.next_obs]),
@@ -170,12 +178,20 @@ def build(s: QVPOSettings, *, obs_dim: int, action_dim: int, name: str = "make_q
         critic_params, critic_opt_state, critic_metrics = critics.step(
             state.critic_params, state.critic_opt_state, batch, target_q_t, state.hyper.gamma)
         weights = jax.vmap(q_weights)(q[:batch_size])  # [B, P]
-        actor_params, actor_opt_state, actor_metrics = actor_step(state, key_actor, batch.obs, u[:batch_size], weights)
+        actor_params, actor_opt_state, actor_metrics = actor_step(state, key_actor, batch.obs, u[:batch_size], weights,
+                                                                  temperature)
+        entropy = None
+        if s.temperature_mode == "entropy":  # the policy network before this update, as the sampler's
+            entropy = particles.policy_entropy(jax.random.fold_in(key, 1), model_fn_at(state.actor_params, temperature),
+                                               batch.obs, action_dim, **ode)
+        log_temperature, temperature_metrics = particles.temperature_step(s.temperature_mode, state, temperature, q,
+                                                                          entropy, action_dim)
         new_state = state.replace(
             actor_params=actor_params, critic_params=critic_params,
             target_critic_params=base.polyak(critic_params, state.target_critic_params, state.hyper.tau),
-            actor_opt_state=actor_opt_state, critic_opt_state=critic_opt_state, updates=state.updates + 1)
-        return new_state, {**critic_metrics, **actor_metrics, "temperature": temperature}
+            actor_opt_state=actor_opt_state, critic_opt_state=critic_opt_state, updates=state.updates + 1,
+            log_temperature=log_temperature)
+        return new_state, {**critic_metrics, **actor_metrics, **temperature_metrics, "temperature": temperature}
 
     return base.Agent(name="qvpo", init=init, act=act, update=update, hyper=QVPOHyper(), check_hyper=check_hyper)
 

@@ -51,10 +51,11 @@ DIFFUSION_SCHEDULES = ("cosine", "vp", "ve")
 
 
 @struct.dataclass
-class RFMHyper:
-    """Sweepable numbers (pytree leaves: vmap them to train several values at once)."""
+class RFMHyper(particles.TemperatureHyper):
+    """Sweepable numbers (pytree leaves: vmap them to train several values at once); the automatic
+    temperature's are ``particles.TemperatureHyper``'s."""
 
-    temperature: Array | float = 0.02  # lambda of the Boltzmann target exp(Q / lambda) at update 0
+    temperature: Array | float = 0.02  # lambda of the target exp(Q / lambda) at update 0 (ess, entropy: their start)
     temperature_final: Array | float | None = None  # lambda after temperature_steps updates; None: constant
     temperature_steps: Array | float = 250_000  # updates over which log lambda moves linearly
     gamma: Array | float = 0.99  # TD discount
@@ -65,9 +66,10 @@ class RFMHyper:
 
 
 @dataclasses.dataclass(frozen=True)
-class RFMSettings(particles.PolicyNetSettings):
+class RFMSettings(particles.PolicyNetSettings, particles.TemperatureSettings):
     """Static settings (shapes, counts, modes, learning rates): changing one recompiles.  The
-    policy network's, sampler's and critics' fields are ``particles.PolicyNetSettings``'s."""
+    policy network's, sampler's and critics' fields are ``particles.PolicyNetSettings``'s, the
+    temperature mode ``particles.TemperatureSettings``'s."""
 
     policy: str = "flow"  # flow (linear path, velocity, Euler) or diffusion (VP/VE path, epsilon, DDIM)
     diffusion_schedule: str = "cosine"  # diffusion path: cosine (VP), vp (linear beta 0.1-20), ve (sigma 1 to 1e-5)
@@ -115,6 +117,7 @@ def check_hyper(hyper: RFMHyper, name: str = "rfm") -> None:
     base.check_leaf(name, "ridge", hyper.ridge, lambda v: v >= 0, ">= 0")
     base.check_leaf(name, "clip", hyper.clip, lambda v: v > 0, "> 0 (inf: no clip)", allow_inf=True)
     base.check_leaf(name, "eta", hyper.eta, lambda v: v == v, "a number")
+    particles.check_temperature_hyper(name, hyper)
 
 
 RFMState = particles.ParticleState  # the old name (0.2.0), removed in the next release
@@ -175,6 +178,9 @@ def build(s: RFMSettings, *, obs_dim: int, action_dim: int, name: str = "make_rf
     ode = dict(policy=s.policy, schedule=schedule, num_steps=s.num_ode_steps, t_min=s.t_min, x1_bound=s.x1_bound)
 
     def init(key: Array, hyper: RFMHyper) -> particles.ParticleState:
+        if s.temperature_mode != "fixed" and hyper.temperature_final is not None:
+            raise ValueError(f"{name}: `hyper.temperature_final` (a schedule) applies to temperature_mode='fixed' "
+                             f"only; temperature_mode={s.temperature_mode!r} tunes lambda from hyper.temperature.")
         if hyper.temperature_final is None:
             hyper = hyper.replace(temperature_final=hyper.temperature)
         return particles.init_state(key, hyper, actor=actor, actor_opt=actor_opt, critics=critics, obs_dim=obs_dim,
@@ -183,20 +189,27 @@ def build(s: RFMSettings, *, obs_dim: int, action_dim: int, name: str = "make_rf
     def q_min(critic_params, obs, action):
         return jnp.min(critics.apply(critic_params, obs, action), axis=-1)
 
+    def model_fn_at(actor_params, temperature):
+        """obs [O] -> the network at that state and lambda, (x [A], t []) -> [A]."""
+        def at(obs):
+            cond = actor.apply(actor_params, obs, temperature, method=actor.condition)
+            return lambda x, t: actor.apply(actor_params, cond, x, t, method=actor.from_condition)
+        return at
+
     def sample_select(actor_params, critic_params, key, obs, temperature, num_particles, greedy, noise=None):
-        """One latent u [A] at one state obs [O]: P particles through the ODE, then argmax-Q
-        (greedy) or a draw from softmax(Q / lambda) (``particles.sample_select``; ``noise``: its draws)."""
-        cond = actor.apply(actor_params, obs, temperature, method=actor.condition)
-        model_fn = lambda x, t: actor.apply(actor_params, cond, x, t, method=actor.from_condition)  # noqa: E731
+        """(u [A], q [P]) at one state obs [O]: P particles through the ODE, then argmax-Q (greedy)
+        or a draw from softmax(Q / lambda) (``particles.sample_select``; ``noise``: its draws)."""
+        model_fn = model_fn_at(actor_params, temperature)(obs)
         return particles.sample_select(key, model_fn, lambda a: q_min(critic_params, obs, a),
                                        num_particles=num_particles, action_dim=action_dim, temperature=temperature,
                                        greedy=greedy, noise=noise, **ode)
 
     def act(state: particles.ParticleState, key: Array, obs: Array, greedy: bool = False) -> Array:
         check_rank("rfm.act", "obs", obs, 1, "[O]")
-        temperature = current_temperature(state.hyper, state.updates)
+        temperature = particles.temperature_of(s.temperature_mode, state, current_temperature(state.hyper,
+                                                                                               state.updates))
         num_particles = s.num_eval_particles if greedy else s.num_act_particles
-        u = sample_select(state.actor_params, state.critic_params, key, obs, temperature, num_particles, greedy)
+        u, _ = sample_select(state.actor_params, state.critic_params, key, obs, temperature, num_particles, greedy)
         return jnp.tanh(u)
 
     def actor_step(state, critic_params, key, batch, u1, temperature, noise=None):
@@ -238,7 +251,8 @@ def build(s: RFMSettings, *, obs_dim: int, action_dim: int, name: str = "make_rf
         check_rank("rfm.update", "batch.obs", batch.obs, 2, "[B, O]")
         batch_size = batch.obs.shape[0]
         key_sample, key_actor = jax.random.split(key)
-        temperature = current_temperature(state.hyper, state.updates)
+        temperature = particles.temperature_of(s.temperature_mode, state, current_temperature(state.hyper,
+                                                                                               state.updates))
         # One sampler pass for s (on-policy endpoints) and s' (a'), selected with the pre-update critics.
         sample_obs = jnp.concatenate([batch.obs, batch.next_obs]) if s.proposal == "on_policy" else batch.next_obs
         fn = lambda key_i, obs_i, noise_i=None: sample_select(  # noqa: E731
@@ -247,7 +261,7 @@ def build(s: RFMSettings, *, obs_dim: int, action_dim: int, name: str = "make_rf
             raise ValueError(f"rfm.update: `noise.x_start` needs {sample_obs.shape[0]} rows (the states sampled "
                              f"with proposal={s.proposal!r}), got {noise.x_start.shape[0]}.")
         sample_noise = None if noise is None else particles.SampleNoise(noise.x_start, noise.gumbel)
-        latents = jax.lax.stop_gradient(particles.map_states(fn, key_sample, sample_obs, chunk, sample_noise))
+        latents, q = jax.lax.stop_gradient(particles.map_states(fn, key_sample, sample_obs, chunk, sample_noise))
         u_next = latents[-batch_size:]
         if s.proposal == "on_policy":
             u1 = latents[:batch_size]
@@ -258,6 +272,12 @@ def build(s: RFMSettings, *, obs_dim: int, action_dim: int, name: str = "make_rf
             state.critic_params, state.critic_opt_state, batch, target_q_t, state.hyper.gamma)
         actor_params, actor_opt_state, actor_metrics = actor_step(state, critic_params, key_actor, batch, u1,
                                                                   temperature, noise)
+        entropy = None
+        if s.temperature_mode == "entropy":  # the policy network before this update, as the sampler's
+            entropy = particles.policy_entropy(jax.random.fold_in(key, 1), model_fn_at(state.actor_params, temperature),
+                                               batch.obs, action_dim, **ode)
+        log_temperature, temperature_metrics = particles.temperature_step(s.temperature_mode, state, temperature, q,
+                                                                          entropy, action_dim)
         new_state = state.replace(
             actor_params=actor_params,
             critic_params=critic_params,
@@ -265,8 +285,9 @@ def build(s: RFMSettings, *, obs_dim: int, action_dim: int, name: str = "make_rf
             actor_opt_state=actor_opt_state,
             critic_opt_state=critic_opt_state,
             updates=state.updates + 1,
+            log_temperature=log_temperature,
         )
-        return new_state, {**critic_metrics, **actor_metrics, "temperature": temperature}
+        return new_state, {**critic_metrics, **actor_metrics, **temperature_metrics, "temperature": temperature}
 
     return base.Agent(name="rfm", init=init, act=act, update=update, hyper=RFMHyper(), check_hyper=check_hyper)
 

@@ -17,7 +17,17 @@ from the exact log-determinant of one Euler step, log det(I + dt J) - dt tr J, i
 -dt^2 tr(J^2) / 2 + O(dt^3)).  A DDIM sampler (a deterministic ODE) follows the same route with
 its own drift.
 
-Shapes: u_0 [A]; ``velocity_fn(u [A], t []) -> [A]``; ts [K + 1].
+``sampler_log_prob`` takes the discrete route instead, for any deterministic sampler (the agents'
+Euler and DDIM): with u_{k+1} = F_k(u_k) one sampler step,
+
+    log p(u_K) = log N(u_0; 0, I) - sum_k log|det dF_k/du (u_k)|,
+
+exact for the sampler as run (the density of its actual pushforward), with the Jacobian from A
+JVPs up to ``EXACT_MAX_DIM``; above, a step near the identity has log|det J| = tr(J - I) +
+O(|J - I|^2), estimated by Hutchinson.
+
+Shapes: u_0 [A]; ``velocity_fn(u [A], t []) -> [A]``; ``step_fn(u [A], t [], t_next []) -> [A]``;
+ts [K + 1].
 """
 
 from __future__ import annotations
@@ -75,3 +85,33 @@ def tanh_log_prob(u: Array, log_p_u: Array) -> Array:
     2 (log 2 - u - softplus(-2u))."""
     check_rank("tanh_log_prob", "u", u, 1, "[A]")
     return log_p_u - jnp.sum(2.0 * (jnp.log(2.0) - u - jax.nn.softplus(-2.0 * u)))
+
+
+def step_log_det(step_fn: Callable[[Array], Array], u: Array, key: Array | None = None, num_probes: int = 1) -> Array:
+    """log|det d step_fn / du| at u [A]: exact (``key`` None: slogdet of the Jacobian) or, with a
+    key, Hutchinson's estimate of tr(J) - A (the first order for a step near the identity)."""
+    check_rank("step_log_det", "u", u, 1, "[A]")
+    if key is None:
+        return jnp.linalg.slogdet(jax.jacfwd(step_fn)(u))[1]
+    return divergence(step_fn, u, key, num_probes) - u.shape[0]
+
+
+def sampler_log_prob(step_fn: Callable[[Array, Array, Array], Array], u0: Array, ts: Array,
+                     key: Array | None = None, num_probes: int = 1) -> tuple[Array, Array]:
+    """(u_K [A], log p(u_K) []) of a deterministic sampler from u0 ~ N(0, I) over the grid ts [K + 1]
+    (module docstring): exact up to ``EXACT_MAX_DIM`` dimensions with ``key`` None, Hutchinson
+    (a fresh split per step; a fixed key above the size when none is given) otherwise."""
+    check_rank("sampler_log_prob", "u0", u0, 1, "[A]")
+    check_rank("sampler_log_prob", "ts", ts, 1, "[K + 1]")
+    if key is None and u0.shape[0] > EXACT_MAX_DIM:
+        key = jax.random.PRNGKey(0)
+    keys = jax.random.split(key, ts.shape[0] - 1) if key is not None else None
+
+    def step(carry, k):
+        u, log_p = carry
+        fn = lambda x: step_fn(x, ts[k], ts[k + 1])  # noqa: E731
+        log_det = step_log_det(fn, u, None if keys is None else keys[k], num_probes)
+        return (fn(u), log_p - log_det), None
+
+    (u, log_p), _ = jax.lax.scan(step, (u0, standard_normal_log_prob(u0)), jnp.arange(ts.shape[0] - 1))
+    return u, log_p

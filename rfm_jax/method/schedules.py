@@ -153,7 +153,8 @@ def score_from_noise(schedule: Schedule, t, noise_mean: Array) -> Array:
 # ----------------------------------------------------------------------------- samplers
 
 
-def _time_grid(num_steps: int, t_start, t_end) -> Array:
+def time_grid(num_steps: int, t_start, t_end) -> Array:
+    """The samplers' grid t_0 = t_start < ... < t_K = t_end, K = ``num_steps``, float32.  [K + 1]."""
     if not isinstance(num_steps, int) or num_steps < 1:
         raise ValueError(f"num_steps must be a positive int, got {num_steps!r}")
     return jnp.linspace(t_start, t_end, num_steps + 1, dtype=jnp.float32)
@@ -164,19 +165,19 @@ def sample_euler(velocity_fn: Callable, x_start: Array, *, num_steps: int, t_sta
 
     ``velocity_fn(x [A], t []) -> [A]``; ``x_start`` [A] -> x at ``t_end`` [A].
     """
-    ts = _time_grid(num_steps, t_start, t_end)
-
-    def step(x, t_pair):
-        t, t_next = t_pair
-        return x + (t_next - t) * velocity_fn(x, t), None
-
-    x_end, _ = jax.lax.scan(step, x_start, (ts[:-1], ts[1:]))
+    ts = time_grid(num_steps, t_start, t_end)
+    x_end, _ = jax.lax.scan(lambda x, t_pair: (euler_step(velocity_fn, x, *t_pair), None), x_start, (ts[:-1], ts[1:]))
     return x_end
+
+
+def euler_step(velocity_fn: Callable, x: Array, t, t_next) -> Array:
+    """One Euler step of ``sample_euler``: x + (t_next - t) velocity_fn(x, t).  [A] -> [A]."""
+    return x + (t_next - t) * velocity_fn(x, t)
 
 
 def sample_heun(velocity_fn: Callable, x_start: Array, *, num_steps: int, t_start=0.0, t_end=1.0) -> Array:
     """Heun's second-order method (explicit trapezoid) for dx/dt = velocity_fn(x, t).  [A] -> [A]."""
-    ts = _time_grid(num_steps, t_start, t_end)
+    ts = time_grid(num_steps, t_start, t_end)
 
     def step(x, t_pair):
         t, t_next = t_pair
@@ -200,19 +201,23 @@ def sample_ddim(
     prediction is clipped to [-bound, bound] and eps recomputed from it, eps = (x - alpha_t x1) /
     beta_t (the "clip denoised" of DDPM codes).  [A] -> [A].
     """
-    ts = _time_grid(num_steps, t_start, t_end)
+    ts = time_grid(num_steps, t_start, t_end)
 
     def step(x, t_pair):
-        t, s = t_pair
-        eps = noise_fn(x, t)
-        x1 = data_from_noise(schedule, x, t, eps)
-        if x1_bound is not None:
-            x1 = jnp.clip(x1, -x1_bound, x1_bound)
-            eps = noise_from_data(schedule, x, t, x1)
-        return schedule.alpha(s) * x1 + schedule.beta(s) * eps, None
+        return ddim_step(noise_fn, x, *t_pair, schedule=schedule, x1_bound=x1_bound), None
 
     x_end, _ = jax.lax.scan(step, x_start, (ts[:-1], ts[1:]))
     return x_end
+
+
+def ddim_step(noise_fn: Callable, x: Array, t, s, *, schedule: Schedule, x1_bound: float | None = None) -> Array:
+    """One step of ``sample_ddim`` from t to s > t: alpha_s x1_hat + beta_s eps_hat.  [A] -> [A]."""
+    eps = noise_fn(x, t)
+    x1 = data_from_noise(schedule, x, t, eps)
+    if x1_bound is not None:
+        x1 = jnp.clip(x1, -x1_bound, x1_bound)
+        eps = noise_from_data(schedule, x, t, x1)
+    return schedule.alpha(s) * x1 + schedule.beta(s) * eps
 
 
 def sample_ddpm(
@@ -237,7 +242,7 @@ def sample_ddpm(
 
     Valid when beta/alpha decreases in t (all schedules here).  [A] -> [A].
     """
-    ts = _time_grid(num_steps, t_start, t_end)
+    ts = time_grid(num_steps, t_start, t_end)
     keys = jax.random.split(key, num_steps)
 
     def step(x, inputs):

@@ -20,6 +20,14 @@ and for large P, f -> E[w]^2 / E[w^2] = exp(-sigma^2).  f* = exp(-1) is then lam
 the temperature equals the spread of Q over the policy's own actions, whatever the task's reward
 scale.  A larger f* is a softer target (f* = exp(-1/4) is lambda = 2 sigma_Q).
 
+**Entropy target.**  With H(lambda) the entropy of the policy pi(.|s, lambda) (increasing in
+lambda: a softer Boltzmann target is a broader policy), holding H at H* (SAC's -|A| by default) is
+the same dual ascent on the entropy error per action dimension,
+
+    log lambda <- clip(log lambda + lr (H* - H) / |A|, log lambda_min, log lambda_max),
+
+so that one learning rate suits both modes (|f* - f| <= 1; (H* - H) / |A| is nats per dimension).
+
 Shapes: q [P] for one state (``ess_fraction``), [B, P] for a batch (``ess_temperature_step``).
 """
 
@@ -53,3 +61,11 @@ def ess_temperature_step(log_temperature: Array, q: Array, target: Array, lr: Ar
     fraction = jnp.mean(jax.vmap(ess_fraction, (0, None))(q, jnp.exp(log_temperature)))
     new = jnp.clip(log_temperature + lr * (target - fraction), *log_bounds)
     return new, fraction
+
+
+def entropy_temperature_step(log_temperature: Array, entropy: Array, target: Array, lr: Array,
+                             log_bounds: tuple[float, float], action_dim: int) -> Array:
+    """One dual-ascent step of log lambda toward H = target (module docstring); entropy [] is the
+    policy's at the old lambda.  A NaN entropy gives a NaN lambda, as in ``ess_temperature_step``."""
+    check_rank("entropy_temperature_step", "entropy", entropy, 0, "[]")
+    return jnp.clip(log_temperature + lr * (target - entropy) / action_dim, *log_bounds)

@@ -107,7 +107,7 @@ def test_sampler_candidates_and_selection_match(which):
         chosen = particles.sample_select(None, model_fn, lambda a: q_min(critic, obs_i, a),
                                          num_particles=S["policy_particles"], action_dim=S["act"],
                                          temperature=TEMPERATURE, greedy=greedy,
-                                         noise=particles.SampleNoise(x_start, gumbel), **ode)
+                                         noise=particles.SampleNoise(x_start, gumbel), **ode)[0]
         return latents, q_min(critic, obs_i, jnp.tanh(latents)), chosen
 
     run = jax.jit(jax.vmap(one, (0, 0, 0, None)), static_argnums=3)
