@@ -1,6 +1,8 @@
 """The flow policy's log-density by the divergence route (``rfm_jax.method.density``) against
-closed forms: a linear flow, whose Euler pushforward of N(0, I) is a known Gaussian; Hutchinson's
-estimate against the exact trace; the tanh correction; under jit and vmap."""
+closed forms: a linear flow, whose Euler pushforward of N(0, I) is a known Gaussian; the discrete
+route (``sampler_log_prob``) on the agents' own Euler and DDIM steps with linear networks, whose
+pushforwards are known Gaussians; Hutchinson's estimate against the exact trace; the tanh
+correction; under jit and vmap."""
 
 import math
 
@@ -8,7 +10,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rfm_jax.method.density import EXACT_MAX_DIM, divergence, euler_log_prob, standard_normal_log_prob, tanh_log_prob
+from rfm_jax.method import schedules
+from rfm_jax.method.density import (
+    EXACT_MAX_DIM,
+    divergence,
+    euler_log_prob,
+    sampler_log_prob,
+    standard_normal_log_prob,
+    tanh_log_prob,
+)
 
 K = 400
 TS = jnp.linspace(0.0, 1.0, K + 1)
@@ -71,3 +81,43 @@ def test_the_tanh_correction_gives_a_density_on_the_interval():
     log_p_a = jax.vmap(lambda x, lp: tanh_log_prob(x[None], lp))(u, log_p_u)
     np.testing.assert_allclose(jnp.trapezoid(jnp.exp(log_p_a), a), 1.0, atol=1e-3)
     np.testing.assert_allclose(log_p_a[::40_000], (log_p_u - jnp.log1p(-a**2))[::40_000], rtol=1e-4)
+
+
+def _gaussian_log_prob(x, g):
+    """log N(x; 0, G G^T) for x [N, A] (float64)."""
+    g = np.asarray(g, np.float64)
+    z = np.linalg.solve(g, np.asarray(x, np.float64).T).T
+    return -0.5 * np.sum(z**2, -1) - np.linalg.slogdet(g)[1] - 0.5 * g.shape[0] * math.log(2 * math.pi)
+
+
+def test_the_discrete_route_is_exact_for_the_euler_and_ddim_samplers_of_linear_networks():
+    """Euler on v = A u (10 steps) maps u0 to (I + dt A)^10 u0; DDIM on a cosine path with eps = M x
+    (10 steps) applies (alpha_s / alpha_t) I + (beta_s - alpha_s beta_t / alpha_t) M per step.  The
+    route's log p(u_K) equals log N(u_K; 0, G G^T) of the product G to float32 error."""
+    a = np.asarray(_linear(3, jax.random.PRNGKey(10), scale=0.8))
+    ts = schedules.time_grid(10, 0.01, 0.99)
+    u0 = jax.random.normal(jax.random.PRNGKey(11), (64, 3))
+    euler = lambda x, t, t_next: schedules.euler_step(lambda y, _: a @ y, x, t, t_next)  # noqa: E731
+    cosine = schedules.cosine()
+    ddim = lambda x, t, s: schedules.ddim_step(lambda y, _: a @ y, x, t, s, schedule=cosine)  # noqa: E731
+    t64 = np.asarray(ts, np.float64)
+    g_euler, g_ddim = np.eye(3), np.eye(3)
+    for t, s in zip(t64[:-1], t64[1:], strict=True):
+        g_euler = (np.eye(3) + (s - t) * a) @ g_euler
+        al_t, be_t, al_s, be_s = (float(f(x)) for x in (t, s) for f in (cosine.alpha, cosine.beta))
+        g_ddim = ((al_s / al_t) * np.eye(3) + (be_s - al_s * be_t / al_t) * a) @ g_ddim
+    for step, g in ((euler, g_euler), (ddim, g_ddim)):
+        u_k, log_p = jax.jit(jax.vmap(lambda u, step=step: sampler_log_prob(step, u, ts)))(u0)
+        np.testing.assert_allclose(u_k, np.asarray(u0) @ g.T, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(log_p, _gaussian_log_prob(u_k, g), rtol=1e-4, atol=1e-3)
+
+
+def test_the_discrete_route_above_the_exact_size_is_the_first_order_trace():
+    """Above ``EXACT_MAX_DIM`` each step's log|det(I + dt D)| becomes Hutchinson's tr(dt D), exact for
+    a diagonal D: log p = log N(u0) - sum_k dt tr D, within the first-order gap of the Euler steps."""
+    dim = EXACT_MAX_DIM + 8
+    d = jax.random.uniform(jax.random.PRNGKey(12), (dim,), minval=-1, maxval=1)
+    u0 = jax.random.normal(jax.random.PRNGKey(13), (dim,))
+    step = lambda x, t, t_next: schedules.euler_step(lambda y, _: d * y, x, t, t_next)  # noqa: E731
+    _, log_p = jax.jit(lambda u: sampler_log_prob(step, u, TS))(u0)
+    np.testing.assert_allclose(log_p, standard_normal_log_prob(u0) - jnp.sum(d), rtol=1e-5, atol=1e-3)

@@ -329,3 +329,26 @@ def test_every_other_agent_runs_its_smoke_preset(algo, task, tmp_path):
     assert rows[-1]["step"] == 150 and rows[-1]["critic_loss"] is not None and rows[-1]["actor_loss"] is not None
     assert [json.loads(line)["step"] for line in open(tmp_path / "metrics" / "eval_seed0.jsonl")] == [0, 150]
     assert os.path.isdir(tmp_path / "checkpoints" / "150")
+
+
+def test_an_automatic_temperature_sweeps_its_target_is_logged_and_resumes_exactly(tmp_path):
+    """temperature_mode=ess with a sweep of two ESS targets (one program): lambda moves apart for the
+    two targets and is logged in every row; stopped at step 150 and resumed, the run writes the
+    uninterrupted run's rows exactly (lambda is in the checkpointed state)."""
+    flags = ["--config.num_seeds=1", "--config.agent.temperature_mode=ess", "--config.sweep.ess_target=0.2,0.9",
+             "--config.hyper.temperature_lr=0.01"]
+    _run(str(tmp_path / "whole"), *flags)
+    _run(str(tmp_path / "parts"), *flags, "--stop_after=150")
+    _run(str(tmp_path / "parts"), *flags, "--resume")
+    runs = json.load(open(tmp_path / "whole" / "setup.json"))["runs"]
+    assert runs == ["seed0_ess_target0.2", "seed0_ess_target0.9"]
+    lams = {}
+    for run in runs:
+        for kind in ("train", "eval"):
+            whole = _rows(str(tmp_path / "whole"), kind, run.removeprefix("seed"))
+            assert _rows(str(tmp_path / "parts"), kind, run.removeprefix("seed")) == whole, (run, kind)
+        rows = _rows(str(tmp_path / "whole"), "train", run.removeprefix("seed"))
+        lams[run] = [r["temperature"] for r in rows if "temperature" in r]  # rows after the warm-up
+        assert len(lams[run]) >= 3 and all("policy_ess_frac" in r for r in rows[-3:])
+    low, high = lams.values()
+    assert low[-1] < low[0] < 0.02 < high[0] < high[-1], lams  # a low ESS target cools lambda, a high one heats it
