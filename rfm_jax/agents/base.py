@@ -108,8 +108,20 @@ def make(spec: AgentSpec, *, obs_dim: int, action_dim: int, **settings) -> Agent
             raise ValueError(f"{name}: unknown setting `{arg}`; settings: {', '.join(known)}.")
     resolved = spec.settings(**{**known, **settings, **spec.fixed})
     agent = spec.build(resolved, obs_dim=obs_dim, action_dim=action_dim, name=name)
-    return agent._replace(name=spec.name, hyper=spec.hyper, settings=resolved,
-                          check_hyper=lambda hyper: spec.check_hyper(hyper, spec.name))
+    def check_hyper(hyper) -> None:
+        spec.check_hyper(hyper, spec.name)
+        check_schedule(spec.name, resolved, hyper)
+
+    return agent._replace(name=spec.name, hyper=spec.hyper, settings=resolved, check_hyper=check_hyper)
+
+
+def check_schedule(name: str, settings, hyper) -> None:
+    """A one-line ValueError when a temperature schedule (``hyper.temperature_final``) meets an
+    automatic ``temperature_mode``, which tunes lambda itself."""
+    mode = getattr(settings, "temperature_mode", "fixed")
+    if mode != "fixed" and getattr(hyper, "temperature_final", None) is not None:
+        raise ValueError(f"{name}: `hyper.temperature_final` (a schedule) applies to temperature_mode='fixed' only; "
+                         f"temperature_mode={mode!r} tunes lambda from hyper.temperature.")
 
 
 def gradient_step(loss_fn: Callable, params, opt_state, opt_update: Callable):

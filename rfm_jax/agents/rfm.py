@@ -178,9 +178,7 @@ def build(s: RFMSettings, *, obs_dim: int, action_dim: int, name: str = "make_rf
     ode = dict(policy=s.policy, schedule=schedule, num_steps=s.num_ode_steps, t_min=s.t_min, x1_bound=s.x1_bound)
 
     def init(key: Array, hyper: RFMHyper) -> particles.ParticleState:
-        if s.temperature_mode != "fixed" and hyper.temperature_final is not None:
-            raise ValueError(f"{name}: `hyper.temperature_final` (a schedule) applies to temperature_mode='fixed' "
-                             f"only; temperature_mode={s.temperature_mode!r} tunes lambda from hyper.temperature.")
+        base.check_schedule(name, s, hyper)
         if hyper.temperature_final is None:
             hyper = hyper.replace(temperature_final=hyper.temperature)
         return particles.init_state(key, hyper, actor=actor, actor_opt=actor_opt, critics=critics, obs_dim=obs_dim,

@@ -155,6 +155,9 @@ def test_resume_refuses_a_garbled_or_missing_run_file_in_one_line(full_run, tmp_
         ({"hyper.eta": float("nan")}, "config.hyper.eta"),
         ({"hyper.ridge": float("inf")}, "config.hyper.ridge"),
         ({"warmup_steps": 400}, "config.warmup_steps"),  # beyond total_steps (300)
+        ({"agent.temperature_mode": "auto"}, "config.agent.temperature_mode"),
+        ({"hyper.ess_target": 2.0}, "config.hyper.ess_target"),
+        ({"agent.temperature_mode": "ess", "hyper.temperature_final": 0.01}, "config.hyper.temperature_final"),
     ],
 )
 def test_every_bad_field_is_named_by_validate_or_setup(overrides, field, run_script):
