@@ -11,6 +11,10 @@ a Langevin-Stein control variate (docs/method.md sections 3-4). The modes compar
     optimal_isotropic   a plug-in optimal scalar eta* (ridge ``--ridge``, default 1e-4)
     optimal             a plug-in optimal diagonal Lam* (library defaults: noise space, no clip)
     optimal_data_clip2  the same fitted in data space with |C| <= 2, the reference agent's setting
+    safe_isotropic      the isotropic plug-in coefficient in data space, |C| <= 2, then 0 <= Lam <= 1 in
+                        noise space, the correction at most 2 delta-method SEs of plain SNIS
+                        (``rfm_jax.method.safe_cv``)
+    crossfit_isotropic  the same guards, the coefficient of each half of the particles applied to the other
 
 For every target, mode and setting the error is
 
@@ -24,6 +28,9 @@ of the MSE over points, its bias^2 / variance split, the median squared error (t
 coefficients occasionally produce huge errors at low ESS, which dominate their mean), and the mean
 effective sample size 1 / sum_i w_i^2 (the same for every mode: the weights do not depend on the
 control variate).
+Also saved per mode: ``diff_vs_none`` = its MSE minus plain SNIS's and ``diff_vs_none_se``, the standard
+error over points of that paired difference (the criterion "at or below plain SNIS" is read as
+diff_vs_none <= 2 diff_vs_none_se).
 Two sweeps: N over ``particles`` at t = ``t_fixed``, and t over ``times`` at N = ``n_fixed``.
 
 Targets and ground truth (p1 is given by an unnormalised log-density of one point)
@@ -52,12 +59,23 @@ Targets and ground truth (p1 is given by an unnormalised log-density of one poin
    Gaussian target against the closed form (z-scores), and on the MLP target against the library's
    plain SNIS with as many particles at t = ``t_fixed``.
 
+4. Trained critics (``--critic NAME=WORKDIR``, repeatable; default ``DEFAULT_CRITICS``): the same
+   tanh-Boltzmann target with Q = min_k Q_k of the critic ensemble of a real training run (run 0 of
+   its newest checkpoint, restored as a raw orbax pytree, the module rebuilt from ``setup.json``),
+   lambda = that run's temperature (``agent.hyper.temperature`` in the checkpoint, 0.02 for RFM) and
+   one real state per point: observations drawn from run 0's replay buffer. x1 and mu0 as for ``mlp``
+   (one pool of 2^16 per state). These use ``critic_repeats`` x ``critic_points`` (64 x 32). The
+   default runs: cartpole-swingup (A=1, RFM cpu preset, 40k steps), cheetah-run (A=6, ``python
+   experiments/run.py --config=experiments/configs/rfm.py:cpu,cheetah-run --config.num_seeds=1
+   --config.total_steps=20000``), gym Hopper-v5 (A=3) and HalfCheetah-v5 (A=6).
+
 Random numbers use the "rbg" PRNG (XLA's RngBitGenerator): statistically equivalent to the default
 threefry here and several times faster to compile on CPU, which dominates this script's run time.
 
 Outputs in ``--out``: ``estimator_variance.json`` (all numbers, settings, versions) and
 ``estimator_variance.png`` (rows = targets; columns = MSE vs N, log-log, and MSE vs t, log y).
-Usage: ``python experiments/estimator_variance.py [--quick] [--out DIR] [--seed S] [--schedule cosine]``.
+Usage: ``python experiments/estimator_variance.py [--quick] [--out DIR] [--seed S] [--schedule cosine]
+[--critic NAME=WORKDIR ...] [--targets NAME ...]``.
 """
 
 from __future__ import annotations
@@ -68,7 +86,7 @@ import math
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import jax
@@ -86,6 +104,8 @@ MODES: dict[str, dict] = {
     "optimal_isotropic": {"control_variate": "optimal_isotropic"},
     "optimal": {"control_variate": "optimal"},
     "optimal_data_clip2": {"control_variate": "optimal", "coef_space": "data", "clip": 2.0},
+    "safe_isotropic": {"control_variate": "safe_isotropic", "coef_space": "data", "clip": 2.0},
+    "crossfit_isotropic": {"control_variate": "crossfit_isotropic", "coef_space": "data", "clip": 2.0},
 }
 MODE_LABELS = {
     "none": "none (SNIS, eta=0, QNE)",
@@ -93,7 +113,25 @@ MODE_LABELS = {
     "optimal_isotropic": "optimal isotropic",
     "optimal": "optimal diagonal",
     "optimal_data_clip2": "optimal diag., data space, |C|<=2",
+    "safe_isotropic": "safe isotropic (|C|<=2, 0<=Lam<=1, |d|<=2 SE)",
+    "crossfit_isotropic": "cross-fitted safe isotropic",
 }
+# Trained-critic targets: name -> the workdir of a real training run (``experiments/run.py``), used
+# when no ``--critic`` is given.  The runs are not in git; these commands make them (docs/results.md):
+#   compare.py --out runs/parity_cartpole --seeds 5 --tasks cartpole-swingup \
+#       --algo "rfm_jax-clip10=rfm:cpu --config.eval_episodes=10"                    (40k steps, A=1)
+#   run.py --config=experiments/configs/rfm.py:cpu,cheetah-run --config.num_seeds=1 \
+#       --config.total_steps=20000 --workdir=runs/critics/cheetah-run               (A=6)
+#   compare.py --out runs/gym_hopper --tasks gym:Hopper-v5 --seeds 3 --algo "rfm=rfm:cpu"   (100k, A=3)
+#   compare.py --out runs/gym_halfcheetah --tasks gym:HalfCheetah-v5 --seeds 3 --total_steps 50000 \
+#       --algo "rfm=rfm:cpu"                                                         (A=6)
+DEFAULT_CRITICS = {
+    "cartpole_swingup": "runs/parity_cartpole/rfm_jax-clip10/cartpole-swingup",
+    "cheetah_run": "runs/critics/cheetah-run",
+    "gym_hopper": "runs/gym_hopper/rfm/gym_Hopper-v5",
+    "gym_halfcheetah": "runs/gym_halfcheetah/rfm/gym_HalfCheetah-v5",
+}
+SYNTHETIC_TARGETS = ("gaussian", "mixture", "mlp")
 TARGET_SEED = 0  # fixes the targets' parameters; ``--seed`` drives all Monte Carlo randomness.
 QUADRATURE_HALF_WIDTH = 7.0
 MLP_DIM = 6
@@ -107,6 +145,8 @@ class Settings:
     n_fixed: int  # should be in ``particles`` so the t sweep reuses that compilation
     repeats: int
     points: int
+    critic_repeats: int  # repeats and points of the trained-critic targets
+    critic_points: int
     ridge: float
     grid: int
     grid_check: int
@@ -130,6 +170,8 @@ def default_settings(quick: bool, schedule: str, temperature: float, ridge: floa
             n_fixed=32,
             repeats=32,
             points=8,
+            critic_repeats=16,
+            critic_points=8,
             grid=401,
             grid_check=601,
             grid_check_points=4,
@@ -140,12 +182,14 @@ def default_settings(quick: bool, schedule: str, temperature: float, ridge: floa
             **common,
         )
     return Settings(
-        particles=(4, 8, 16, 32, 64, 128, 256),
+        particles=(4, 8, 16, 32, 64, 100, 256),
         times=(0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 0.95),
         t_fixed=0.5,
         n_fixed=32,
         repeats=256,
         points=32,
+        critic_repeats=64,
+        critic_points=32,
         grid=801,
         grid_check=1201,
         grid_check_points=8,
@@ -176,18 +220,32 @@ def alpha_beta(schedule: schedules.Schedule, t: float) -> tuple[float, float]:
 
 @dataclass
 class Target:
-    """A target p1: ``log_prob_fn`` maps one point [A] to a scalar; ``x1`` [P, A] are draws from p1."""
+    """A target p1 per point: ``log_prob_fn(x [A], context [C]) -> []``, where point p has its own
+    ``context[p]`` (a critic target's state; C = 0 for the synthetic targets); ``x1`` [P, A] are
+    draws from p1 (x1[p] from the p1 of context[p])."""
 
     name: str
     description: str
-    log_prob_fn: Callable[[Array], Array]
+    log_prob_fn: Callable[[Array, Array], Array]
     x1: Array
     params: tuple = ()
     info: dict = field(default_factory=dict)
+    context: Array | None = None  # [P, C]; None: zeros [P, 0]
+    kind: str = ""  # "gaussian", "mixture", "mlp" or "critic": how its ground truth is computed
+
+    def __post_init__(self):
+        self.kind = self.kind or self.name
+        if self.context is None:
+            self.context = jnp.zeros((self.x1.shape[0], 0), jnp.float32)
 
     @property
     def dim(self) -> int:
         return int(self.x1.shape[1])
+
+
+def unconditional(log_prob_fn: Callable[[Array], Array]) -> Callable[[Array, Array], Array]:
+    """The same p1 at every point: ``(x, context) -> log_prob_fn(x)``."""
+    return lambda x, context: log_prob_fn(x)
 
 
 def as_float32(x) -> np.ndarray:
@@ -219,7 +277,7 @@ def make_gaussian_target(key: Array, num_points: int) -> Target:
     return Target(
         name="gaussian",
         description="N(m, S), A=4, non-diagonal S (eigenvalues 0.05, 0.2, 0.8, 2)",
-        log_prob_fn=gaussian_log_prob(mean, cov),
+        log_prob_fn=unconditional(gaussian_log_prob(mean, cov)),
         x1=jnp.asarray(mean + z @ np.linalg.cholesky(cov).T, jnp.float32),
         params=(mean, cov),
         info={"mean": mean, "cov": cov, "truth": "closed form (docs/method.md section 6)"},
@@ -271,7 +329,7 @@ def make_mixture_target(key: Array, num_points: int) -> Target:
     return Target(
         name="mixture",
         description="2-D mixture of 6 anisotropic Gaussians on a ring of radius 2.5",
-        log_prob_fn=mixture_log_prob(weights, means, covs),
+        log_prob_fn=unconditional(mixture_log_prob(weights, means, covs)),
         x1=jnp.asarray(x1, jnp.float32),
         params=(weights, means, covs),
         info={"weights": weights, "means": means, "covs": covs},
@@ -350,7 +408,7 @@ def make_mlp_target(key: Array, num_points: int, temperature: float, pool_size: 
     return Target(
         name="mlp",
         description=f"tanh-Boltzmann of a random MLP critic, A={MLP_DIM}, lambda={temperature:g}",
-        log_prob_fn=estimators.tanh_boltzmann_log_prob(q_fn, temperature),
+        log_prob_fn=unconditional(estimators.tanh_boltzmann_log_prob(q_fn, temperature)),
         x1=x1,
         info={
             "critic": f"{MLP_DIM} -> 64 -> 64 -> 1 tanh MLP, random weights (first-layer gain 2), seed {TARGET_SEED}",
@@ -367,11 +425,117 @@ def make_mlp_target(key: Array, num_points: int, temperature: float, pool_size: 
     )
 
 
-def build_target(name: str, key: Array, settings: Settings) -> Target:
+def newest_checkpoint(workdir: Path) -> int:
+    """The newest complete step under ``<workdir>/checkpoints`` (orbax writes commit_success.txt last)."""
+    steps = [int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()]
+    steps = [step for step in steps if (workdir / "checkpoints" / str(step) / "commit_success.txt").exists()]
+    if not steps:
+        raise FileNotFoundError(f"no complete checkpoint under {workdir / 'checkpoints'}")
+    return max(steps)
+
+
+def restore_critic(workdir: Path) -> dict:
+    """Run 0 of a training run's newest checkpoint, restored as a raw pytree (no target structure, so
+    it does not depend on the agents' state dataclass): ``critic_params`` (leading run axis removed),
+    the temperature lambda (``agent.hyper.temperature``), the replay buffer's observations
+    ``obs[:size]``, and the step; the critic module is rebuilt from ``setup.json``."""
+    import orbax.checkpoint as ocp
+
+    from rfm_jax.networks import CriticEnsemble
+
+    step = newest_checkpoint(workdir)
+    path = (workdir / "checkpoints" / str(step) / "state").absolute()
+    checkpointer = ocp.PyTreeCheckpointer()
+    metadata = checkpointer.metadata(path)
+    tree = getattr(getattr(metadata, "item_metadata", None), "tree", metadata)
+    wanted = {
+        "agent": {"critic_params": None, "hyper": {"temperature": None}},
+        "replay": {"data": {"obs": None}, "size": None},
+    }
+
+    def select(node, want):  # the metadata of the wanted leaves only (a partial restore)
+        return {k: node[k] if v is None else select(node[k], v) for k, v in want.items()}
+
+    item = select(tree, wanted)
+    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), item)
+    args = ocp.args.PyTreeRestore(item=item, restore_args=restore_args, partial_restore=True)
+    state = checkpointer.restore(path, args=args)
+    setup = json.loads((workdir / "setup.json").read_text())
+    agent = setup["agent_kwargs"]
+    return {
+        "module": CriticEnsemble(int(agent["num_critics"]), tuple(int(h) for h in agent["critic_hidden"])),
+        "params": jax.tree.map(lambda x: jnp.asarray(x[0]), state["agent"]["critic_params"]),
+        "temperature": float(state["agent"]["hyper"]["temperature"][0]),
+        "observations": np.asarray(state["replay"]["data"]["obs"][0, : int(state["replay"]["size"][0])]),
+        "step": step,
+        "task": setup["task"],
+        "algo": setup["algo"],
+        "setup_temperature": setup["hyper"]["temperature"],
+    }
+
+
+def boltzmann_resample_states(key: Array, q_fn: Callable, temperature: float, pool_size: int, states: Array, dim: int):
+    """One x1 [A] per state [P, O] from the latent Boltzmann target of ``q_fn(state, a)`` at that state
+    (SNIS resampling of a pool as in ``boltzmann_resample``).  Returns x1 [P, A], pool ESS [P], Q std [P]."""
+
+    def one_state(args):
+        key_state, state = args
+        key_pool, key_pick = jax.random.split(key_state)
+        pool = logistic_latent(key_pool, (pool_size, dim))
+        q_values = jax.vmap(lambda a: q_fn(state, a))(jnp.tanh(pool))
+        log_w = q_values / temperature
+        pick = jax.random.categorical(key_pick, log_w)
+        return pool[pick], 1.0 / jnp.sum(jax.nn.softmax(log_w) ** 2), jnp.std(q_values)
+
+    keys = jax.random.split(key, states.shape[0])
+    return jax.jit(lambda ks, ss: jax.lax.map(one_state, (ks, ss)))(keys, states)
+
+
+def make_critic_target(name: str, workdir: Path, key: Array, num_points: int, pool_size: int) -> Target:
+    """tanh-Boltzmann target of a trained critic ensemble, Q = min_k Q_k (as the RFM agent), one real
+    state per point (drawn without replacement from run 0's replay buffer), lambda = the run's."""
+    critic = restore_critic(workdir)
+    module, params, temperature = critic["module"], critic["params"], critic["temperature"]
+    observations = critic["observations"]
+    rows = np.random.default_rng(TARGET_SEED).choice(len(observations), num_points, replace=False)
+    states = jnp.asarray(observations[rows], jnp.float32)
+    dim = int(params["params"]["kernel_0"].shape[1]) - states.shape[1]
+    q_fn = lambda state, a: jnp.min(module.apply(params, state, a), axis=-1)  # noqa: E731
+    x1, pool_ess, q_std = boltzmann_resample_states(key, q_fn, temperature, pool_size, states, dim)
+    return Target(
+        name=name,
+        description=f"tanh-Boltzmann of the trained critic of {critic['task']} ({critic['algo']}, step "
+        f"{critic['step']}), A={dim}, lambda={temperature:g}, one replay state per point",
+        log_prob_fn=lambda u, state: estimators.tanh_boltzmann_log_prob(lambda a: q_fn(state, a), temperature)(u),
+        x1=x1,
+        context=states,
+        kind="critic",
+        info={
+            "workdir": str(workdir),
+            "checkpoint_step": critic["step"],
+            "task": critic["task"],
+            "critic": f"min of {module.num_critics} critics, hidden {list(module.hidden)}, run 0 of the checkpoint",
+            "temperature": temperature,
+            "temperature_setup_json": critic["setup_temperature"],
+            "states": f"{num_points} observations of run 0's replay buffer (size {len(observations)}), "
+            f"rows drawn without replacement with seed {TARGET_SEED}",
+            "replay_rows": rows,
+            "x1_sampling": f"per state, SNIS resampling of a pool of arctanh(U(-1,1)^{dim}) with weights exp(Q/lambda)",
+            "pool_size": pool_size,
+            "pool_ess_mean": float(jnp.mean(pool_ess)),
+            "pool_ess_min": float(jnp.min(pool_ess)),
+            "q_std_uniform_actions_mean": float(jnp.mean(q_std)),
+        },
+    )
+
+
+def build_target(name: str, key: Array, settings: Settings, critics: dict[str, Path]) -> Target:
     if name == "gaussian":
         return make_gaussian_target(key, settings.points)
     if name == "mixture":
         return make_mixture_target(key, settings.points)
+    if name in critics:
+        return make_critic_target(name, critics[name], key, settings.points, settings.pool_size)
     return make_mlp_target(key, settings.points, settings.temperature, settings.pool_size)
 
 
@@ -447,22 +611,29 @@ def reference_chunk(key: Array, log_prob_fn: Callable, x_t: Array, t, schedule: 
 
 
 def make_reference_fn(log_prob_fn: Callable, schedule: schedules.Schedule, settings: Settings) -> Callable:
-    """jit((key, x_t [P, A], t) -> chunk estimates [C, P, A], log sum w [C, P], log sum w^2 [C, P]).
+    """jit((key, x_t [P, A], context [P, C], t) -> chunk estimates [C, P, A], log sum w [C, P],
+    log sum w^2 [C, P]) for ``log_prob_fn(x, context)``.
 
     The pilot uses ``reference_particles / 4`` particles per point, the chunks ``reference_particles``.
     """
     chunk = settings.reference_particles // settings.reference_chunks
 
-    def reference(key, x_t, t):
+    def reference(key, x_t, context, t):
         key_pilot, key_chunks = jax.random.split(key)
         keys_pilot = jax.random.split(key_pilot, x_t.shape[0])
-        pilot = lambda k, x: pilot_fit(k, log_prob_fn, x, t, schedule, settings.reference_particles // 4)  # noqa: E731
-        fits = jax.lax.map(lambda args: pilot(*args), (keys_pilot, x_t))
+
+        def pilot(k, x, c):
+            return pilot_fit(k, lambda u: log_prob_fn(u, c), x, t, schedule, settings.reference_particles // 4)
+
+        fits = jax.lax.map(lambda args: pilot(*args), (keys_pilot, x_t, context))
 
         def one_chunk(key_chunk):
             keys = jax.random.split(key_chunk, x_t.shape[0])
-            chunk_fn = lambda k, x, fit: reference_chunk(k, log_prob_fn, x, t, schedule, chunk, fit)  # noqa: E731
-            return jax.vmap(chunk_fn)(keys, x_t, fits)
+
+            def chunk_fn(k, x, c, fit):
+                return reference_chunk(k, lambda u: log_prob_fn(u, c), x, t, schedule, chunk, fit)
+
+            return jax.vmap(chunk_fn)(keys, x_t, context, fits)
 
         return jax.lax.map(one_chunk, jax.random.split(key_chunks, settings.reference_chunks))
 
@@ -486,10 +657,10 @@ def library_snis(key: Array, target: Target, x_t: Array, t: float, settings: Set
     schedule = make_schedule(settings.schedule)
 
     def one_point(args):
-        key_point, x = args
+        key_point, x, c = args
         return estimators.posterior_mean(
             key_point,
-            target.log_prob_fn,
+            lambda u: target.log_prob_fn(u, c),
             x,
             jnp.float32(t),
             schedule=schedule,
@@ -498,7 +669,8 @@ def library_snis(key: Array, target: Target, x_t: Array, t: float, settings: Set
         ).noise_mean
 
     keys = jax.random.split(key, x_t.shape[0])
-    return np.asarray(jax.jit(lambda ks, xs: jax.lax.map(one_point, (ks, xs)))(keys, jnp.asarray(x_t)))
+    run = jax.jit(lambda ks, xs, cs: jax.lax.map(one_point, (ks, xs, cs)))
+    return np.asarray(run(keys, jnp.asarray(x_t), target.context))
 
 
 def library_check(key: Array, target: Target, x_t: np.ndarray, t: float, reference: np.ndarray, settings) -> dict:
@@ -528,9 +700,9 @@ def make_truth_fn(target: Target, settings: Settings) -> Callable:
     reference_fn = make_reference_fn(target.log_prob_fn, schedule, settings)
 
     def reference(key, x_t, t):
-        return combine_chunks(*reference_fn(key, jnp.asarray(x_t, jnp.float32), jnp.float32(t)))
+        return combine_chunks(*reference_fn(key, jnp.asarray(x_t, jnp.float32), target.context, jnp.float32(t)))
 
-    if target.name == "gaussian":
+    if target.kind == "gaussian":
 
         def truth(key, x_t, t):
             mu0 = gaussian_noise_mean(x_t, *alpha_beta(schedule, t), *target.params)
@@ -545,9 +717,10 @@ def make_truth_fn(target: Target, settings: Settings) -> Callable:
 
         return truth
 
-    if target.name == "mixture":
-        quadrature = make_quadrature_fn(target.log_prob_fn, settings.grid, QUADRATURE_HALF_WIDTH)
-        quadrature_check = make_quadrature_fn(target.log_prob_fn, settings.grid_check, QUADRATURE_HALF_WIDTH)
+    if target.kind == "mixture":
+        log_prob_fn = lambda x: target.log_prob_fn(x, None)  # noqa: E731 - the same p1 at every point
+        quadrature = make_quadrature_fn(log_prob_fn, settings.grid, QUADRATURE_HALF_WIDTH)
+        quadrature_check = make_quadrature_fn(log_prob_fn, settings.grid_check, QUADRATURE_HALF_WIDTH)
 
         def truth(key, x_t, t):
             alpha, beta = alpha_beta(schedule, t)
@@ -579,23 +752,31 @@ def make_truth_fn(target: Target, settings: Settings) -> Callable:
 
 
 def make_sweep_fn(log_prob_fn: Callable, schedule: schedules.Schedule, num_particles: int, settings: Settings):
-    """jit((key, x_t [P, A], t) -> (noise means [R, P, M, A], ESS [R, P])) for the M modes, shared particles."""
+    """jit((key, x_t [P, A], context [P, C], t) -> (noise means [R, P, M, A], ESS [R, P])) for the M
+    modes, shared particles; ``log_prob_fn(x, context)``."""
 
-    def one_point(key, x_t, t):
+    def one_point(key, x_t, context, t):
         estimates = [
             estimators.posterior_mean(
-                key, log_prob_fn, x_t, t, schedule=schedule, num_particles=num_particles, ridge=settings.ridge, **kwargs
+                key,
+                lambda x: log_prob_fn(x, context),
+                x_t,
+                t,
+                schedule=schedule,
+                num_particles=num_particles,
+                ridge=settings.ridge,
+                **kwargs,
             )
             for kwargs in MODES.values()
         ]
         return jnp.stack([estimate.noise_mean for estimate in estimates]), estimates[0].ess
 
-    all_points = jax.vmap(one_point, in_axes=(0, 0, None))
+    all_points = jax.vmap(one_point, in_axes=(0, 0, 0, None))
     batch = max(1, min(settings.repeats, settings.max_batch_particles // (settings.points * num_particles)))
 
-    def sweep(key, x_t, t):
+    def sweep(key, x_t, context, t):
         keys = jax.random.split(key, (settings.repeats, settings.points))
-        return jax.lax.map(lambda keys_r: all_points(keys_r, x_t, t), keys, batch_size=batch)
+        return jax.lax.map(lambda keys_r: all_points(keys_r, x_t, context, t), keys, batch_size=batch)
 
     return jax.jit(sweep)
 
@@ -609,6 +790,8 @@ def summarize(noise_means: np.ndarray, ess: np.ndarray, truth: np.ndarray) -> di
     mse = mse_per_point.mean(0)
     bias_sq = np.mean(np.mean(err, axis=0) ** 2, axis=(0, 2))
     se = mse_per_point.std(0, ddof=1) / math.sqrt(mse_per_point.shape[0])
+    diff = mse_per_point - mse_per_point[:, list(MODES).index("none")][:, None]  # paired (common random numbers)
+    diff_se = diff.std(0, ddof=1) / math.sqrt(mse_per_point.shape[0])
     out = {
         mode: {
             "mse": mse[m],
@@ -616,6 +799,8 @@ def summarize(noise_means: np.ndarray, ess: np.ndarray, truth: np.ndarray) -> di
             "bias_sq": bias_sq[m],
             "variance": mse[m] - bias_sq[m],
             "median_sq_err": median[m],
+            "diff_vs_none": diff.mean(0)[m],
+            "diff_vs_none_se": diff_se[m],
         }
         for m, mode in enumerate(MODES)
     }
@@ -632,12 +817,21 @@ def format_row(label: str, summary: dict, seconds: float) -> str:
     return f"  {label:<14} {errors}  {summary['ess_mean']:9.2f}  ({seconds:.1f}s)"
 
 
-def run_target(name: str, key: Array, settings: Settings) -> dict:
+def run_target(name: str, key: Array, settings: Settings, critics: dict[str, Path]) -> dict:
+    if name in critics:  # trained critics: fewer repeats and points (their reference is the slowest part)
+        settings = replace(settings, repeats=settings.critic_repeats, points=settings.critic_points)
     schedule = make_schedule(settings.schedule)
     key_x1, key_x0, key_truth, key_sweep, key_check = jax.random.split(key, 5)
-    target = build_target(name, key_x1, settings)
+    target = build_target(name, key_x1, settings, critics)
     x0 = jax.random.normal(key_x0, target.x1.shape)
     print(f"\n== {name}: {target.description}", flush=True)
+    if target.kind == "critic":
+        info = target.info
+        print(
+            f"   mean std Q(uniform a) {info['q_std_uniform_actions_mean']:.3f}, lambda {info['temperature']:g}: "
+            f"ESS of uniform actions mean {info['pool_ess_mean']:.1f}, min {info['pool_ess_min']:.1f} "
+            f"/ {info['pool_size']}"
+        )
     if name == "mlp":
         info = target.info
         print(
@@ -657,7 +851,7 @@ def run_target(name: str, key: Array, settings: Settings) -> dict:
         truths[t], truth_info[f"{t:g}"] = truth_fn(jax.random.fold_in(key_truth, i), points_at(t), t)
         details = ", ".join(f"{k} {v:.3g}" if np.isscalar(v) else f"{k} {v}" for k, v in truth_info[f"{t:g}"].items())
         print(f"   truth t={t:<5g} {details}", flush=True)
-    if name == "mlp" and settings.check_reference:  # the reference vs the library's SNIS, as many particles
+    if target.kind in ("mlp", "critic") and settings.check_reference:  # the reference vs the library's SNIS
         t = settings.t_fixed
         truth_info["library_snis_check"] = library_check(key_check, target, points_at(t), t, truths[t], settings)
         print(f"   library plain SNIS with {settings.reference_particles} particles vs reference at t={t:g}:")
@@ -671,7 +865,8 @@ def run_target(name: str, key: Array, settings: Settings) -> dict:
             sweep_fns[num_particles] = make_sweep_fn(target.log_prob_fn, schedule, num_particles, settings)
         start = time.perf_counter()
         key_config = jax.random.fold_in(key_sweep, index)
-        noise_means, ess = sweep_fns[num_particles](key_config, jnp.asarray(points_at(t)), jnp.float32(t))
+        x_t = jnp.asarray(points_at(t))
+        noise_means, ess = sweep_fns[num_particles](key_config, x_t, target.context, jnp.float32(t))
         summary = summarize(np.asarray(noise_means), np.asarray(ess), truths[t])
         print(format_row(f"N={num_particles:<4d} t={t:.2f}", summary, time.perf_counter() - start), flush=True)
         return summary
@@ -686,6 +881,9 @@ def run_target(name: str, key: Array, settings: Settings) -> dict:
 
     return {
         "description": target.description,
+        "kind": target.kind,
+        "repeats": settings.repeats,
+        "points": settings.points,
         "dim": target.dim,
         "info": target.info,
         "ground_truth": truth_info,
@@ -717,7 +915,7 @@ def plot(results: dict, path: Path) -> None:
             ax_t.errorbar(by_t["times"], by_t[mode]["mse"], yerr=by_t[mode]["mse_se"], **style)
         n = np.asarray(by_n["particles"], np.float64)
         ax_n.plot(n, by_n["none"]["mse"][-1] * n[-1] / n, "k:", lw=1, label="1/N slope")
-        if name == "mlp":  # the reference's own error, to show it is far below the errors measured
+        if data["kind"] in ("mlp", "critic"):  # the reference's own error, far below the errors measured
             floor_t = [data["ground_truth"][f"{t:g}"]["reference_se_sq_mean"] for t in by_t["times"]]
             ax_t.plot(by_t["times"], floor_t, "k--", lw=1, label="reference SE$^2$")
             floor_n = data["ground_truth"][f"{by_n['t']:g}"]["reference_se_sq_mean"]
@@ -730,7 +928,7 @@ def plot(results: dict, path: Path) -> None:
         for ax in (ax_n, ax_t):
             ax.grid(True, which="both", alpha=0.3)
         ax_n.legend(fontsize=7)
-        if name == "mlp":
+        if data["kind"] in ("mlp", "critic"):
             ax_t.legend(fontsize=7)
     fig.suptitle(
         f"posterior_mean control variates: per-coordinate MSE of mu0 ({results['settings']['schedule']} schedule, "
@@ -796,9 +994,31 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--temperature", type=float, default=0.05, help="lambda of the MLP Boltzmann target")
     parser.add_argument("--ridge", type=float, default=1e-4, help="ridge of the optimal control variates")
     parser.add_argument(
-        "--targets", nargs="+", choices=("gaussian", "mixture", "mlp"), default=["gaussian", "mixture", "mlp"]
+        "--critic",
+        action="append",
+        default=None,
+        metavar="NAME=WORKDIR",
+        help="a trained-critic target from a run's workdir (repeatable; default: DEFAULT_CRITICS)",
     )
-    return parser.parse_args()
+    parser.add_argument("--targets", nargs="+", default=None, help="subset of the targets (default: all)")
+    args = parser.parse_args()
+    args.default_critics = not args.critic  # the defaults may be missing (skipped); a given run may not
+    pairs = [c.split("=", 1) for c in args.critic] if args.critic else list(DEFAULT_CRITICS.items())
+    if any(len(pair) != 2 or pair[0] in SYNTHETIC_TARGETS for pair in pairs):
+        parser.error(f"--critic must be NAME=WORKDIR with a NAME not in {SYNTHETIC_TARGETS}, got {args.critic}")
+    args.critic = {name: Path(workdir) for name, workdir in pairs}
+    for name, workdir in list(args.critic.items()):
+        if not (workdir / "setup.json").exists():
+            if not args.default_critics:
+                parser.error(f"--critic {name}={workdir}: no run there (setup.json missing)")
+            print(f"estimator_variance.py: skipping the trained critic {name}: no run at {workdir} "
+                  "(DEFAULT_CRITICS says how to make it)", flush=True)
+            del args.critic[name]
+    args.targets = args.targets or [*SYNTHETIC_TARGETS, *args.critic]
+    unknown = set(args.targets) - {*SYNTHETIC_TARGETS, *args.critic}
+    if unknown:
+        parser.error(f"unknown targets {sorted(unknown)}: not in {SYNTHETIC_TARGETS} nor a --critic NAME")
+    return args
 
 
 def main() -> None:
@@ -807,7 +1027,14 @@ def main() -> None:
     print(f"jax {jax.__version__} ({jax.default_backend()}), seed {args.seed}, {settings}", flush=True)
     start = time.perf_counter()
     results = {
-        "settings": {**asdict(settings), "seed": args.seed, "quick": args.quick, "modes": MODES, "prng": "rbg"},
+        "settings": {
+            **asdict(settings),
+            "seed": args.seed,
+            "quick": args.quick,
+            "modes": MODES,
+            "prng": "rbg",
+            "critics": {name: str(workdir) for name, workdir in args.critic.items()},
+        },
         "versions": {"jax": jax.__version__, "numpy": np.__version__, "python": platform.python_version()},
         "metric": "mse: mean over repeats, points and coordinates of (noise_mean - mu0)^2; mse_se: its SE over "
         "points; median_sq_err: median over repeats and points of the coordinate-mean squared error; "
@@ -817,7 +1044,7 @@ def main() -> None:
     key = make_key(args.seed)
     for name in args.targets:
         key, key_target = jax.random.split(key)
-        results["targets"][name] = run_target(name, key_target, settings)
+        results["targets"][name] = run_target(name, key_target, settings, args.critic)
     results["runtime_s"] = time.perf_counter() - start
 
     args.out.mkdir(parents=True, exist_ok=True)

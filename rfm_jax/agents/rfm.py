@@ -46,7 +46,7 @@ if TYPE_CHECKING:  # the batch's type only: agents do not depend on the training
 Array = jax.Array
 POLICIES = ("flow", "diffusion")
 PROPOSALS = ("on_policy", "replay")
-CONTROL_VARIATES = ("optimal", "optimal_isotropic", "none", "fixed")
+CONTROL_VARIATES = ("optimal", "optimal_isotropic", "safe_isotropic", "crossfit_isotropic", "none", "fixed")
 DIFFUSION_SCHEDULES = ("cosine", "vp", "ve")
 
 
@@ -74,7 +74,7 @@ class RFMSettings(particles.PolicyNetSettings, particles.TemperatureSettings):
     policy: str = "flow"  # flow (linear path, velocity, Euler) or diffusion (VP/VE path, epsilon, DDIM)
     diffusion_schedule: str = "cosine"  # diffusion path: cosine (VP), vp (linear beta 0.1-20), ve (sigma 1 to 1e-5)
     proposal: str = "on_policy"  # endpoints: on_policy (Boltzmann-resampled samples) or replay (buffer actions)
-    control_variate: str = "optimal"  # optimal | optimal_isotropic | none (eta=0, QNE) | fixed (eta=hyper.eta)
+    control_variate: str = "optimal"  # optimal | optimal_isotropic | safe_isotropic | crossfit_isotropic | none | fixed
     coef_space: str = "data"  # where the optimal coefficient is fitted and clipped: data (reference) or noise
     num_posterior_particles: int = 100  # particles of the posterior-mean estimator
     num_train_particles: int = 32  # policy samples per state in the update (on-policy proposal and a')
@@ -130,8 +130,10 @@ def make_rfm(*, obs_dim: int, action_dim: int, **settings) -> base.Agent:
     diffusion_schedule: the diffusion policy's path, "cosine" (VP, as QNE), "vp" (VP, linear beta) or
       "ve" (sigma from 1 to 1e-5, as DQS).
     proposal: "on_policy" (Boltzmann-resampled policy samples) or "replay" (arctanh of buffer actions).
-    control_variate: "optimal" (diagonal), "optimal_isotropic", "none" (eta = 0, QNE) or "fixed"
-      (eta = hyper.eta in noise space; eta = 1 is DQS).  coef_space: "data" (reference) or "noise".
+    control_variate: "optimal" (diagonal), "optimal_isotropic", "safe_isotropic" (the isotropic one
+      guarded at low ESS, ``rfm_jax.method.safe_cv``), "crossfit_isotropic", "none" (eta = 0, QNE)
+      or "fixed" (eta = hyper.eta in noise space; eta = 1 is DQS).  coef_space: "data" (reference)
+      or "noise".
     num_train_particles / num_act_particles / num_eval_particles: policy particles per state for
       the update's proposal and a' / for acting during training / for greedy evaluation.
     x1_bound: diffusion policy only: the DDIM sampler clips its clean-latent prediction to
@@ -152,8 +154,8 @@ def _check_settings(s: RFMSettings, name: str, obs_dim: int, action_dim: int) ->
     for arg, allowed in (("policy", POLICIES), ("proposal", PROPOSALS), ("diffusion_schedule", DIFFUSION_SCHEDULES),
                          ("control_variate", CONTROL_VARIATES), ("coef_space", ("data", "noise"))):
         base.check_choice(name, arg, getattr(s, arg), allowed)
-    if s.control_variate.startswith("optimal") and s.num_posterior_particles < 2:
-        raise ValueError(f"{name}: the optimal control variates need `num_posterior_particles` >= 2.")
+    if s.control_variate not in ("none", "fixed") and s.num_posterior_particles < 2:
+        raise ValueError(f"{name}: the fitted control variates need `num_posterior_particles` >= 2.")
     for arg in ("sample_chunk", "particle_batch"):
         if getattr(s, arg) not in (None, "auto"):
             check_positive_int(name, arg, getattr(s, arg), minimum=0)

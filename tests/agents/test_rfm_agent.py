@@ -65,6 +65,8 @@ def test_act_is_in_bounds_and_greedy_is_deterministic(policy):
     [
         dict(control_variate="optimal_isotropic", proposal="replay"),
         dict(control_variate="none"),
+        dict(control_variate="safe_isotropic", particle_batch=2),
+        dict(control_variate="crossfit_isotropic", policy="diffusion"),
         dict(control_variate="fixed", coef_space="noise"),
         dict(policy="diffusion", particle_batch=4),
         dict(actor_block="prenorm", sample_chunk=5),

@@ -12,14 +12,21 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 @pytest.mark.parametrize(
     "script, extra",
-    [("estimator_variance", []), ("toy2d", ["--modes", "none,optimal", "--steps", "60", "--chunk", "30"])],
+    [("estimator_variance", ["--critic"]), ("toy2d", ["--modes", "none,optimal", "--steps", "60", "--chunk", "30"])],
 )
-def test_experiment_quick_run_writes_outputs(tmp_path, script, extra):
+def test_experiment_quick_run_writes_outputs(tmp_path, script, extra, request):
+    """estimator_variance.py also builds a trained-critic target from the smoke run's checkpoint."""
+    if extra == ["--critic"]:
+        extra = ["--critic", f"smoke={request.getfixturevalue('full_run')}"]
     cmd = [sys.executable, str(ROOT / "experiments" / f"{script}.py"), "--quick", "--out", str(tmp_path), *extra]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     record = json.loads((tmp_path / f"{script}.json").read_text())
     assert record, "empty JSON record"
+    if script == "estimator_variance":
+        critic = record["targets"]["smoke"]
+        assert "trained critic of cartpole-swingup" in critic["description"]
+        assert all(m in critic["vs_time"] for m in ("none", "optimal_data_clip2", "safe_isotropic"))
     png = (tmp_path / f"{script}.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
 
