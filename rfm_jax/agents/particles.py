@@ -63,7 +63,8 @@ class ParticleState:
 
 def init_state(key: Array, hyper, *, actor, actor_opt, critics, obs_dim: int, action_dim: int) -> ParticleState:
     """A fresh state of any agent with a ``PolicyNet`` policy: actor initialised at zero inputs and
-    lambda = 1, critics and their targets equal, float32 hyper."""
+    lambda = 1, critics and their targets equal, float32 hyper, log lambda from hyper.temperature
+    (0 for an agent without one, QSM)."""
     key_actor, key_critic = jax.random.split(key)
     actor_params = actor.init(key_actor, jnp.zeros((obs_dim,)), jnp.zeros((action_dim,)), jnp.zeros(()), jnp.ones(()))
     critic_params, critic_opt_state = critics.init(key_critic, obs_dim, action_dim)
@@ -71,7 +72,7 @@ def init_state(key: Array, hyper, *, actor, actor_opt, critics, obs_dim: int, ac
                          actor_opt_state=actor_opt.init(actor_params), critic_opt_state=critic_opt_state,
                          hyper=jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), hyper),
                          updates=jnp.zeros((), jnp.int32),
-                         log_temperature=jnp.log(jnp.asarray(hyper.temperature, jnp.float32)))
+                         log_temperature=jnp.log(jnp.asarray(getattr(hyper, "temperature", 1.0), jnp.float32)))
 
 
 @struct.dataclass

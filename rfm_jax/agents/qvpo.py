@@ -77,7 +77,7 @@ def q_weights(q: Array) -> Array:
 
 
 @dataclasses.dataclass(frozen=True)
-class QVPOSettings(particles.PolicyNetSettings, particles.TemperatureSettings):
+class QVPOSettings(particles.TemperatureSettings, particles.PolicyNetSettings):
     """Static settings: ``particles.PolicyNetSettings``, ``particles.TemperatureSettings`` and QVPO's own."""
 
     num_train_particles: int = 64  # policy samples per state that the Q-weighted loss trains on (QVPO: 64)

@@ -66,7 +66,7 @@ class RFMHyper(particles.TemperatureHyper):
 
 
 @dataclasses.dataclass(frozen=True)
-class RFMSettings(particles.PolicyNetSettings, particles.TemperatureSettings):
+class RFMSettings(particles.TemperatureSettings, particles.PolicyNetSettings):
     """Static settings (shapes, counts, modes, learning rates): changing one recompiles.  The
     policy network's, sampler's and critics' fields are ``particles.PolicyNetSettings``'s, the
     temperature mode ``particles.TemperatureSettings``'s."""
