@@ -5,7 +5,7 @@ and swept hyperparameter values in one program.
     python experiments/run.py --config=experiments/configs/rfm.py:cpu --workdir=runs/cpu      # 2-core CPU preset
     python experiments/run.py --config=experiments/configs/sac.py:cpu --workdir=runs/sac      # another agent
     python experiments/run.py --config=experiments/configs/rfm.py:cpu --config.num_seeds=2 \
-        --config.sweep.temperature=0.01,0.02,0.05 --workdir=runs/sweep                       # 6 runs, one program
+        --config.agent.temperature_mode=fixed --config.sweep.temperature=0.01,0.02,0.05 --workdir=runs/sweep  # 6 runs
     python experiments/run.py --config=... --workdir=runs/demo --resume                      # continue a killed run
     python experiments/run.py --config=experiments/configs/rfm.py:cheetah-run --dry_run        # check, build, count
     python experiments/run.py --config=... --config.num_seeds=8 --workdir=runs/multi \

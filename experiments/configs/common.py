@@ -84,16 +84,17 @@ def _field(value, annotation):
 
 
 def presets(algo: str, reference_overrides: dict | None = None, **named: dict):
-    """``get_config`` of a preset file: the reference config of ``algo`` (with
-    ``reference_overrides``) and each named preset's flattened overrides on top of it (default
-    task cartpole-swingup)."""
+    """``get_config`` of a preset file: the reference config of ``algo`` with
+    ``reference_overrides`` (the ``TASK`` preset), and each named preset's flattened overrides on
+    the agent's defaults (default task cartpole-swingup)."""
 
     def base(task: str = "cheetah-run") -> config_dict.ConfigDict:
         c = reference(algo, task)
         c.update_from_flattened_dict(reference_overrides or {})
         return c
 
-    builders = {"reference": base, **{name: preset(base, overrides, CPU_GYM if name == "cpu" else None)
+    defaults = lambda task="cheetah-run": reference(algo, task)  # noqa: E731
+    builders = {"reference": base, **{name: preset(defaults, overrides, CPU_GYM if name == "cpu" else None)
                                       for name, overrides in named.items()}}
 
     def get_config(arg: str | None = None) -> config_dict.ConfigDict:

@@ -8,4 +8,5 @@ from configs import common, rfm
 
 DIFFUSION = {"agent.policy": "diffusion"}  # epsilon network on the diffusion_schedule path, DDIM sampler
 
-get_config = common.presets("rfm", DIFFUSION, cpu={**rfm.CPU, **DIFFUSION}, smoke={**rfm.SMOKE, **DIFFUSION})
+get_config = common.presets("rfm", {**rfm.PAPER, **DIFFUSION}, cpu={**rfm.CPU, **DIFFUSION},
+                             smoke={**rfm.SMOKE, **DIFFUSION})

@@ -36,7 +36,7 @@ SPEC = base.AgentSpec(
     name="dqs", build=rfm.build, settings=rfm.RFMSettings, hyper=HYPER, check_hyper=check_hyper,
     fixed=dict(policy="diffusion", diffusion_schedule="ve", control_variate="fixed", coef_space="noise"),
     fixed_why="VE diffusion, eta = 1", base_factory="make_rfm",
-    defaults=dict(num_ode_steps=20, num_posterior_particles=1000),
+    defaults=dict(num_ode_steps=20, num_posterior_particles=1000, temperature_mode="fixed"),
     hyper_fields=("temperature", "temperature_final", "temperature_steps", "gamma", "tau",
                   *particles.TEMPERATURE_FIELDS))
 SPECS = (SPEC,)  # what the registry finds in this file

@@ -23,7 +23,7 @@ from rfm_jax.agents import base, particles, rfm
 SPEC = base.AgentSpec(
     name="qne", build=rfm.build, settings=rfm.RFMSettings, hyper=rfm.RFMHyper(), check_hyper=rfm.check_hyper,
     fixed=dict(policy="diffusion", control_variate="none", coef_space="data"), fixed_why="diffusion, eta = 0",
-    base_factory="make_rfm", defaults=dict(num_ode_steps=20, x1_bound=particles.U_MAX),
+    base_factory="make_rfm", defaults=dict(num_ode_steps=20, x1_bound=particles.U_MAX, temperature_mode="fixed"),
     hyper_fields=("temperature", "temperature_final", "temperature_steps", "gamma", "tau",
                   *particles.TEMPERATURE_FIELDS))
 SPECS = (SPEC,)  # what the registry finds in this file

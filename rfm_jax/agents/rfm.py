@@ -74,7 +74,8 @@ class RFMSettings(particles.TemperatureSettings, particles.PolicyNetSettings):
     policy: str = "flow"  # flow (linear path, velocity, Euler) or diffusion (VP/VE path, epsilon, DDIM)
     diffusion_schedule: str = "cosine"  # diffusion path: cosine (VP), vp (linear beta 0.1-20), ve (sigma 1 to 1e-5)
     proposal: str = "on_policy"  # endpoints: on_policy (Boltzmann-resampled samples) or replay (buffer actions)
-    control_variate: str = "optimal"  # optimal | optimal_isotropic | safe_isotropic | crossfit_isotropic | none | fixed
+    temperature_mode: str = "ess"  # fixed | ess | entropy (particles.TemperatureSettings); ess: docs/results.md's study
+    control_variate: str = "safe_isotropic"  # safe_isotropic | optimal (paper) | *_isotropic | none (eta=0) | fixed
     coef_space: str = "data"  # where the optimal coefficient is fitted and clipped: data (reference) or noise
     num_posterior_particles: int = 100  # particles of the posterior-mean estimator
     num_train_particles: int = 32  # policy samples per state in the update (on-policy proposal and a')

@@ -189,7 +189,7 @@ def agent_kwargs() -> dict:
                 num_eval_particles=S["policy_particles"], num_ode_steps=S["euler_steps"], t_min=SET["t_min"],
                 actor_width=S["width"], actor_blocks=2, actor_embed_dim=S["embed"],
                 critic_hidden=tuple(S["critic_hidden"]), actor_lr=SET["actor_lr"], critic_lr=SET["critic_lr"],
-                grad_clip=SET["grad_clip"])
+                grad_clip=SET["grad_clip"], temperature_mode="fixed", control_variate="optimal")  # the authors
 
 
 def adam(prefix, names, like):

@@ -98,7 +98,7 @@ def test_bad_arguments_fail_with_named_field():
 def test_temperature_schedule_is_log_linear_and_constant_by_default():
     from rfm_jax.agents.rfm import current_temperature
 
-    agent = make_rfm(obs_dim=OBS, action_dim=ACT, **TINY)
+    agent = make_rfm(obs_dim=OBS, action_dim=ACT, **TINY, temperature_mode="fixed")
     hyper = agent.init(jax.random.PRNGKey(0), RFMHyper(temperature=0.1, temperature_final=0.001,
                                                        temperature_steps=100)).hyper
     lam = [float(current_temperature(hyper, jnp.int32(n))) for n in (0, 50, 100, 500)]

@@ -57,7 +57,7 @@ def test_each_update_takes_the_dual_ascent_step_on_its_own_estimate(name, mode):
 
 
 def test_the_fixed_mode_keeps_the_schedule_and_logs_the_ess_fraction():
-    agent = make_agent("rfm", obs_dim=OBS, action_dim=ACT, **presets.settings("rfm"))
+    agent = make_agent("rfm", obs_dim=OBS, action_dim=ACT, **{**presets.settings("rfm"), "temperature_mode": "fixed"})
     hyper = agent.hyper.replace(temperature=0.1, temperature_final=0.01, temperature_steps=2.0)
     lams = [float(m["temperature"]) for _, _, m in _updates(agent, hyper)]
     np.testing.assert_allclose(lams, [0.1, math.sqrt(0.1 * 0.01), 0.01, 0.01], rtol=1e-5)
