@@ -117,9 +117,11 @@ MODE_LABELS = {
     "crossfit_isotropic": "cross-fitted safe isotropic",
 }
 # Trained-critic targets: name -> the workdir of a real training run (``experiments/run.py``), used
-# when no ``--critic`` is given.  The runs are not in git; these commands make them (docs/results.md):
+# when no ``--critic`` is given.  The runs are not in git; these commands made them (docs/results.md; at
+# 0.3.0, whose cpu preset is today's with --config.agent.temperature_mode=fixed and control_variate=optimal):
 #   compare.py --out runs/parity_cartpole --seeds 5 --tasks cartpole-swingup \
-#       --algo "rfm_jax-clip10=rfm:cpu --config.eval_episodes=10"                    (40k steps, A=1)
+#       --algo "rfm_jax-clip10=rfm:cpu --config.eval_episodes=10 --config.agent.temperature_mode=fixed \
+#       --config.agent.control_variate=optimal"                       (40k steps, A=1; 0.3.0's cpu preset)
 #   run.py --config=experiments/configs/rfm.py:cpu,cheetah-run --config.num_seeds=1 \
 #       --config.total_steps=20000 --workdir=runs/critics/cheetah-run               (A=6)
 #   compare.py --out runs/gym_hopper --tasks gym:Hopper-v5 --seeds 3 --algo "rfm=rfm:cpu"   (100k, A=3)

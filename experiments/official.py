@@ -1,5 +1,6 @@
 """Train the authors' RFM code (azizanlab/ReverseFlowMatching) at rfm_jax's ``rfm.py:cpu`` numerics
-and evaluate it on rfm_jax's evaluation states, writing rfm_jax's metrics format, so that
+with the authors' estimator and fixed lambda (``configs/rfm.py``'s ``PAPER``) and evaluate it on
+rfm_jax's evaluation states, writing rfm_jax's metrics format, so that
 ``experiments/plot.py`` puts both codes on one figure.
 
 Nothing of their code is copied: this script imports it from the user's checkout.  Run it from
@@ -33,7 +34,7 @@ import time
 
 import numpy as np
 
-# rfm_jax's experiments/configs/rfm.py:cpu (tests/scripts/test_experiments.py checks that the two agree).
+# rfm_jax's experiments/configs/rfm.py:cpu with PAPER (tests/scripts/test_experiments.py checks that they agree).
 PRESET = dict(total_steps=40_000, warmup_steps=5_000, batch_size=128, replay_capacity=50_000, eval_every=5_000,
               num_posterior_particles=16, num_train_particles=8, num_act_particles=8, num_eval_particles=8,
               num_ode_steps=5, actor_width=128, actor_blocks=2, actor_embed_dim=128, critic_hidden=(64, 64),

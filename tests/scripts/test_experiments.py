@@ -65,6 +65,7 @@ def test_official_script_uses_the_cpu_preset(run_script):
     official = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(official)
     c = rfm.get_config("cpu")
+    c.update_from_flattened_dict(rfm.PAPER)  # the authors' estimator and fixed lambda (the cpu default: ess, safe)
     preset = official.PRESET
     for field in ("total_steps", "warmup_steps", "batch_size", "replay_capacity", "eval_every"):
         assert preset[field] == c[field], field
@@ -76,6 +77,7 @@ def test_official_script_uses_the_cpu_preset(run_script):
     for field in ("temperature", "gamma", "tau", "ridge", "clip"):
         assert preset[field] == c.hyper[field], field
     assert c.hyper.temperature_final is None and c.agent.policy == "flow" and c.agent.control_variate == "optimal"
+    assert c.agent.temperature_mode == "fixed"
     from rfm_jax.envs.dmc import env_seed
 
     assert [official.env_seed(s, e, 1) for s in (0, 4) for e in (0, 9)] == [env_seed(s, e, 1) for s in (0, 4)
