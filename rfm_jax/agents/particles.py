@@ -112,10 +112,11 @@ def temperature_of(mode: str, state: ParticleState, fixed: Array) -> Array:
     return fixed if mode == "fixed" else jnp.exp(state.log_temperature)
 
 
-def temperature_step(mode: str, state: ParticleState, lam: Array, q: Array, entropy: Array | None,
-                     action_dim: int) -> tuple[Array, dict]:
+def temperature_step(mode: str, state: ParticleState, lam: Array, q: Array, key: Array, actor, obs: Array,
+                     integrate_kwargs: dict) -> tuple[Array, dict]:
     """(log lambda of the next update, metrics) after an update at lambda ``lam`` whose sampled
-    states had particle values q [S, P]; ``entropy`` [] is the policy's (mode entropy only)."""
+    states had particle values q [S, P]; mode entropy also estimates the entropy of ``actor``
+    (state.actor_params, the pre-update network) at the batch's states obs [B, O] with ``key``."""
     hyper = state.hyper
     bounds = (jnp.log(hyper.temperature_min), jnp.log(hyper.temperature_max))
     fraction = jnp.mean(jax.vmap(temperature.ess_fraction, (0, None))(q, lam))
@@ -124,13 +125,22 @@ def temperature_step(mode: str, state: ParticleState, lam: Array, q: Array, entr
         new, _ = temperature.ess_temperature_step(state.log_temperature, q, hyper.ess_target, hyper.temperature_lr,
                                                   bounds)
     elif mode == "entropy":
-        target = -hyper.entropy_target_scale * action_dim
-        new = temperature.entropy_temperature_step(state.log_temperature, entropy, target, hyper.temperature_lr,
-                                                   bounds, action_dim)
+        entropy = policy_entropy(key, actor, state.actor_params, lam, obs, **integrate_kwargs)
+        new = temperature.entropy_temperature_step(state.log_temperature, entropy, -hyper.entropy_target_scale *
+                                                   actor.action_dim, hyper.temperature_lr, bounds, actor.action_dim)
         metrics["policy_entropy"] = entropy
     else:
         new = jnp.log(lam)
     return new, metrics
+
+
+def model_fn_at(actor, actor_params, temperature):
+    """obs [O] -> the ``PolicyNet`` at that state and lambda, ``(x [A], t []) -> [A]`` (its state
+    and lambda columns applied once, ``PolicyNet.condition``)."""
+    def at(obs):
+        cond = actor.apply(actor_params, obs, temperature, method=actor.condition)
+        return lambda x, t: actor.apply(actor_params, cond, x, t, method=actor.from_condition)
+    return at
 
 
 def sample_log_prob(model_fn, x_start: Array, *, policy: str, schedule, num_steps: int, t_min: float,
@@ -147,11 +157,12 @@ def sample_log_prob(model_fn, x_start: Array, *, policy: str, schedule, num_step
     return u, density.tanh_log_prob(u, log_p_u)
 
 
-def policy_entropy(key: Array, model_fn_at, obs: Array, action_dim: int, **integrate_kwargs) -> Array:
-    """H = -mean_b log pi(a_b | s_b), one sample per state obs [B, O]; ``model_fn_at(obs [O])``
-    is the network at that state, ``(x [A], t []) -> [A]``."""
-    x_start = normal_rows.normal(key, (obs.shape[0], action_dim))
-    log_p = jax.vmap(lambda o, x: sample_log_prob(model_fn_at(o), x, **integrate_kwargs)[1])(obs, x_start)
+def policy_entropy(key: Array, actor, actor_params, temperature: Array, obs: Array, **integrate_kwargs) -> Array:
+    """H = -mean_b log pi(a_b | s_b) of the ``PolicyNet`` ``actor`` at lambda ``temperature``, one
+    sample per state obs [B, O] (``sample_log_prob``)."""
+    at = model_fn_at(actor, actor_params, temperature)
+    x_start = normal_rows.normal(key, (obs.shape[0], actor.action_dim))
+    log_p = jax.vmap(lambda o, x: sample_log_prob(at(o), x, **integrate_kwargs)[1])(obs, x_start)
     return -jnp.mean(log_p)
 
 

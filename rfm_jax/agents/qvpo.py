@@ -112,16 +112,9 @@ def build(s: QVPOSettings, *, obs_dim: int, action_dim: int, name: str = "make_q
         return particles.init_state(key, hyper, actor=actor, actor_opt=actor_opt, critics=critics, obs_dim=obs_dim,
                           action_dim=action_dim)
 
-    def model_fn_at(actor_params, temperature):
-        """obs [O] -> the network at that state and lambda, (x [A], t []) -> [A]."""
-        def at(obs):
-            cond = actor.apply(actor_params, obs, temperature, method=actor.condition)
-            return lambda x, t: actor.apply(actor_params, cond, x, t, method=actor.from_condition)
-        return at
-
     def samples(actor_params, critic_params, key, obs, temperature, num_particles):
         """P latents u [P, A] at one state obs [O] by DDIM, and their q = min_k Q_k(s, tanh u) [P]."""
-        model_fn = model_fn_at(actor_params, temperature)(obs)
+        model_fn = particles.model_fn_at(actor, actor_params, temperature)(obs)
         u = particles.integrate(model_fn, normal_rows.normal(key, (num_particles, action_dim)), **ode)
         return u, jnp.min(critics.apply(critic_params, obs, jnp.tanh(u)), axis=-1)
 
@@ -180,12 +173,9 @@ def build(s: QVPOSettings, *, obs_dim: int, action_dim: int, name: str = "make_q
         weights = jax.vmap(q_weights)(q[:batch_size])  # [B, P]
         actor_params, actor_opt_state, actor_metrics = actor_step(state, key_actor, batch.obs, u[:batch_size], weights,
                                                                   temperature)
-        entropy = None
-        if s.temperature_mode == "entropy":  # the policy network before this update, as the sampler's
-            entropy = particles.policy_entropy(jax.random.fold_in(key, 1), model_fn_at(state.actor_params, temperature),
-                                               batch.obs, action_dim, **ode)
-        log_temperature, temperature_metrics = particles.temperature_step(s.temperature_mode, state, temperature, q,
-                                                                          entropy, action_dim)
+        key_entropy = jax.random.fold_in(key, 1)  # mode entropy only; the other draws keep their keys
+        log_temperature, temperature_metrics = particles.temperature_step(
+            s.temperature_mode, state, temperature, q, key_entropy, actor, batch.obs, ode)
         new_state = state.replace(
             actor_params=actor_params, critic_params=critic_params,
             target_critic_params=base.polyak(critic_params, state.target_critic_params, state.hyper.tau),

@@ -190,17 +190,10 @@ def build(s: RFMSettings, *, obs_dim: int, action_dim: int, name: str = "make_rf
     def q_min(critic_params, obs, action):
         return jnp.min(critics.apply(critic_params, obs, action), axis=-1)
 
-    def model_fn_at(actor_params, temperature):
-        """obs [O] -> the network at that state and lambda, (x [A], t []) -> [A]."""
-        def at(obs):
-            cond = actor.apply(actor_params, obs, temperature, method=actor.condition)
-            return lambda x, t: actor.apply(actor_params, cond, x, t, method=actor.from_condition)
-        return at
-
     def sample_select(actor_params, critic_params, key, obs, temperature, num_particles, greedy, noise=None):
         """(u [A], q [P]) at one state obs [O]: P particles through the ODE, then argmax-Q (greedy)
         or a draw from softmax(Q / lambda) (``particles.sample_select``; ``noise``: its draws)."""
-        model_fn = model_fn_at(actor_params, temperature)(obs)
+        model_fn = particles.model_fn_at(actor, actor_params, temperature)(obs)
         return particles.sample_select(key, model_fn, lambda a: q_min(critic_params, obs, a),
                                        num_particles=num_particles, action_dim=action_dim, temperature=temperature,
                                        greedy=greedy, noise=noise, **ode)
@@ -273,12 +266,9 @@ def build(s: RFMSettings, *, obs_dim: int, action_dim: int, name: str = "make_rf
             state.critic_params, state.critic_opt_state, batch, target_q_t, state.hyper.gamma)
         actor_params, actor_opt_state, actor_metrics = actor_step(state, critic_params, key_actor, batch, u1,
                                                                   temperature, noise)
-        entropy = None
-        if s.temperature_mode == "entropy":  # the policy network before this update, as the sampler's
-            entropy = particles.policy_entropy(jax.random.fold_in(key, 1), model_fn_at(state.actor_params, temperature),
-                                               batch.obs, action_dim, **ode)
-        log_temperature, temperature_metrics = particles.temperature_step(s.temperature_mode, state, temperature, q,
-                                                                          entropy, action_dim)
+        key_entropy = jax.random.fold_in(key, 1)  # mode entropy only; the other draws keep their keys
+        log_temperature, temperature_metrics = particles.temperature_step(
+            s.temperature_mode, state, temperature, q, key_entropy, actor, batch.obs, ode)
         new_state = state.replace(
             actor_params=actor_params,
             critic_params=critic_params,

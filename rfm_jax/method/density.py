@@ -64,19 +64,29 @@ def euler_log_prob(velocity_fn: Callable[[Array, Array], Array], u0: Array, ts: 
 
     ``key`` None uses the exact divergence when A <= ``EXACT_MAX_DIM`` (and Hutchinson with a
     fixed key above it); a key always uses Hutchinson, with a fresh split per step."""
-    check_rank("euler_log_prob", "u0", u0, 1, "[A]")
-    check_rank("euler_log_prob", "ts", ts, 1, "[K + 1]")
+
+    def step(u, t, t_next, key_k):
+        div = divergence(lambda x: velocity_fn(x, t), u, key_k, num_probes)
+        return u + (t_next - t) * velocity_fn(u, t), (t_next - t) * div
+
+    return _along_path("euler_log_prob", step, u0, ts, key)
+
+
+def _along_path(name: str, step, u0: Array, ts: Array, key: Array | None) -> tuple[Array, Array]:
+    """log N(u0; 0, I) minus the sum of the log-volume changes along the grid ts [K + 1], where
+    ``step(u, t, t_next, key_k) -> (u_next, log-volume change)``; the keys as ``euler_log_prob``."""
+    check_rank(name, "u0", u0, 1, "[A]")
+    check_rank(name, "ts", ts, 1, "[K + 1]")
     if key is None and u0.shape[0] > EXACT_MAX_DIM:
         key = jax.random.PRNGKey(0)
     keys = jax.random.split(key, ts.shape[0] - 1) if key is not None else None
 
-    def step(carry, k):
+    def body(carry, k):
         u, log_p = carry
-        t, dt = ts[k], ts[k + 1] - ts[k]
-        div = divergence(lambda x: velocity_fn(x, t), u, None if keys is None else keys[k], num_probes)
-        return (u + dt * velocity_fn(u, t), log_p - dt * div), None
+        u_next, change = step(u, ts[k], ts[k + 1], None if keys is None else keys[k])
+        return (u_next, log_p - change), None
 
-    (u, log_p), _ = jax.lax.scan(step, (u0, standard_normal_log_prob(u0)), jnp.arange(ts.shape[0] - 1))
+    (u, log_p), _ = jax.lax.scan(body, (u0, standard_normal_log_prob(u0)), jnp.arange(ts.shape[0] - 1))
     return u, log_p
 
 
@@ -101,17 +111,9 @@ def sampler_log_prob(step_fn: Callable[[Array, Array, Array], Array], u0: Array,
     """(u_K [A], log p(u_K) []) of a deterministic sampler from u0 ~ N(0, I) over the grid ts [K + 1]
     (module docstring): exact up to ``EXACT_MAX_DIM`` dimensions with ``key`` None, Hutchinson
     (a fresh split per step; a fixed key above the size when none is given) otherwise."""
-    check_rank("sampler_log_prob", "u0", u0, 1, "[A]")
-    check_rank("sampler_log_prob", "ts", ts, 1, "[K + 1]")
-    if key is None and u0.shape[0] > EXACT_MAX_DIM:
-        key = jax.random.PRNGKey(0)
-    keys = jax.random.split(key, ts.shape[0] - 1) if key is not None else None
 
-    def step(carry, k):
-        u, log_p = carry
-        fn = lambda x: step_fn(x, ts[k], ts[k + 1])  # noqa: E731
-        log_det = step_log_det(fn, u, None if keys is None else keys[k], num_probes)
-        return (fn(u), log_p - log_det), None
+    def step(u, t, t_next, key_k):
+        fn = lambda x: step_fn(x, t, t_next)  # noqa: E731
+        return fn(u), step_log_det(fn, u, key_k, num_probes)
 
-    (u, log_p), _ = jax.lax.scan(step, (u0, standard_normal_log_prob(u0)), jnp.arange(ts.shape[0] - 1))
-    return u, log_p
+    return _along_path("sampler_log_prob", step, u0, ts, key)

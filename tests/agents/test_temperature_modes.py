@@ -93,7 +93,7 @@ def test_a_zero_flow_network_has_the_entropy_of_a_squashed_standard_normal():
     exact = ACT * (0.5 * math.log(2 * math.pi * math.e) + e_log)
     error = 4 * float(jnp.std(log_p)) / math.sqrt(4000)
     assert abs(float(-jnp.mean(log_p)) - exact) < error, (float(-jnp.mean(log_p)), exact)
-    entropy = particles.policy_entropy(jax.random.PRNGKey(3), model_fn_at, obs, ACT, **ode)
+    entropy = particles.policy_entropy(jax.random.PRNGKey(3), net, params, jnp.float32(0.05), obs, **ode)
     assert abs(float(entropy) - exact) < error
 
 
