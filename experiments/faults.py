@@ -17,6 +17,11 @@ Cases (each compared with one uninterrupted reference run of the same config):
   disk_full  the workdir on a 4 MB tmpfs (``unshare``; skipped where that is not allowed): one line,
              the earlier checkpoint intact, the partial one removed at the next start, resume equal
   config     bad fields, values, pairs and workdirs: exit 2 with one line naming the field
+  env        a user's env (``experiments/fault_envs.py``) that raises in step, returns NaN
+             observations for good, or observations of another shape mid-run: exit 3 in one line
+             (then only the env's own frames), the last good checkpoint kept, and ``--resume`` once
+             the env is fixed continues from it; the old Gym API refused in one line (exit 2); a
+             metrics file with undecodable bytes repaired on resume
 
 Prints a table (fault, injected, recovered, steps lost, wrong exits) and writes ``<out>/faults.json``.
 A wrong exit is exit 0 where a failure was due (or the reverse), a traceback, or more than one line
@@ -44,14 +49,15 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 RUN = os.path.join(HERE, "run.py")
 CONFIG = os.path.join(HERE, "configs", "rfm.py") + ":smoke"
 VOLATILE = ("wall_time", "env_steps_per_s")  # timing, not results
-CASES = ("kill", "signal", "corrupt", "nan", "disk_full", "config")
+CASES = ("kill", "signal", "corrupt", "nan", "disk_full", "config", "env")
 
 
 class Runner:
-    """Starts ``run.py`` on the smoke preset; ``cache`` is the persistent XLA cache directory."""
+    """Starts ``run.py`` on the smoke preset; ``cache`` is the persistent XLA cache directory;
+    ``extra`` more environment variables."""
 
-    def __init__(self, cache: str | None):
-        self.env = {**os.environ, "MUJOCO_GL": "disable"}
+    def __init__(self, cache: str | None, **extra: str):
+        self.env = {**os.environ, "MUJOCO_GL": "disable", **extra}
         if cache:
             self.env["JAX_COMPILATION_CACHE_DIR"] = cache
         else:
@@ -325,6 +331,74 @@ def case_config(runner, tmp, done_dir):
                "refused in one line", 0, wrong, "; ".join(failures)), failures
 
 
+ENV_TASK = ["--config.task=gym:fault_envs:Misbehaving"]
+
+
+def _env_flags(fault: str, after: int) -> list[str]:
+    return [*ENV_TASK, f"--config.env_kwargs={{'fault': '{fault}', 'after': {after}, 'max_episode_steps': 50}}"]
+
+
+def env_stopped(proc, expect: str, traceback: bool) -> bool:
+    """Exit 3, a first stderr line naming ``expect`` and the checkpoint, then (``traceback``) only
+    the env's own frames (fault_envs.py), else nothing more."""
+    lines = error_lines(proc.stderr)
+    if proc.returncode != 3 or not lines or expect not in lines[0] or "checkpoint step 200" not in lines[0]:
+        return False
+    frames = [x for x in lines if x.startswith("  File ")]
+    if traceback:
+        return lines[1] == "Traceback (most recent call last):" and bool(frames) and all(
+            "fault_envs.py" in x for x in frames)
+    return len(lines) == 1
+
+
+def case_env(runner, tmp):
+    """Each misbehaving env, then --resume with it fixed; the old API; undecodable metrics bytes."""
+    fixed = Runner(runner.env.get("JAX_COMPILATION_CACHE_DIR"), RFM_FAULTS_FIXED="1")
+    reference_dir = os.path.join(tmp, "env_reference")
+    if fixed.run(reference_dir, *_env_flags("raise", 250)).returncode != 0:
+        return row("a user's env that misbehaves", 0, "not run", 0, 1, "the fixed env's reference run failed")
+    reference = metrics(reference_dir)
+    wrong, recovered, notes = 0, 0, []
+    for fault, after, expect, traceback, equal in (
+            ("raise", 250, "env.step raised RuntimeError: lost the simulator after 250 steps (training, env step 250",
+             True, True),
+            ("nan", 120, "101 of the env's last 1000 steps were invalid", False, False),
+            ("shape", 250, "env.step returned an observation of shape (6,) where its observation_space declares (3,)",
+             False, True)):
+        workdir = os.path.join(tmp, f"env_{fault}")
+        proc = runner.run(workdir, *_env_flags(fault, after))
+        named = env_stopped(proc, expect, traceback) and checkpoints(workdir)[-1:] == [200]
+        done = fixed.run(workdir, *_env_flags(fault, after), "--resume")
+        resumed = done.returncode == 0 and "at env step 200" in done.stdout
+        if not resumed:
+            same = False
+        elif equal:  # the fault starts after the checkpoint: the resumed run is the fixed env's
+            same = metrics(workdir) == reference
+        else:  # NaN steps before the checkpoint: it finishes, counting them
+            same = json.load(open(os.path.join(workdir, "summary.json")))["step"] == 300
+        wrong += int(not named) + int(done.returncode != 0)
+        recovered += int(named and resumed and same)
+        if not (named and resumed and same):
+            notes.append(f"{fault}: exit {proc.returncode} {error_lines(proc.stderr)[:1]}, resumed {resumed}")
+    old = runner.run(os.path.join(tmp, "env_old_api"), "--config.task=gym:fault_envs:OldGymApi",
+                     "--config.env_kwargs={'max_episode_steps': 50}")
+    refused = one_line_error(old, 2, "follows the old Gym API") and "Compiling" not in old.stdout
+    wrong += int(not refused)
+    workdir = os.path.join(tmp, "env_metrics_bytes")
+    fixed.run(workdir, *_env_flags("raise", 250), "--stop_after=200")
+    path = os.path.join(workdir, "metrics", "eval_seed0.jsonl")
+    with open(path, "ab") as f:
+        f.write(b"\xff\xfe{\"step\": 1\x81}\n")
+    done = fixed.run(workdir, *_env_flags("raise", 250), "--resume")
+    repaired = done.returncode == 0 and "Dropped 1 unreadable line(s)" in done.stdout and metrics(workdir) == reference
+    wrong += int(done.returncode != 0)
+    return row("a user's env: raises, NaN for good, another shape (then --resume fixed); old Gym API; "
+               "undecodable metrics bytes (then --resume)", 5,
+               f"{recovered}/3 runs resumed from step 200, old API refused: {refused}, metrics repaired: {repaired}",
+               50, wrong, "; ".join(notes) or "stopped at env step 250 (raise, shape) and 220 (nan: the bound of "
+               "100 invalid steps in 1000); steps lost = failure step - 200")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated subset of {CASES}")
@@ -340,7 +414,7 @@ def main() -> None:
     tmp = tempfile.mkdtemp(prefix="rfm_jax_faults_")
     runner, uncached = Runner(os.path.join(tmp, "xla_cache")), Runner(None)
     rows, reference, reference_dir = [], None, None
-    if set(cases) - {"config"}:
+    if set(cases) - {"config", "env"}:
         reference_dir = os.path.join(tmp, "reference")
         t0 = time.time()
         proc = runner.run(reference_dir)
@@ -366,6 +440,8 @@ def main() -> None:
             rows.append(case_disk_full(runner, tmp, reference))
         elif case == "config":
             rows.append(case_config(runner, tmp, reference_dir)[0])
+        elif case == "env":
+            rows.append(case_env(runner, tmp))
         rows[-1]["seconds"] = round(time.time() - t0, 1)
         print(f"  {rows[-1]}", flush=True)
     print_table(rows)

@@ -58,9 +58,13 @@ flags.mark_flags_as_required(["config"])
 
 def main(argv):
     """``rfm_jax.training.run.run`` with user errors, a disk filling up and a signal during
-    compilation reported in one line (``--debug`` re-raises them with their traceback)."""
+    compilation reported in one line (``--debug`` re-raises them with their traceback); a failed
+    env in one line and then its own traceback.  Exit status: 0 done or stopped by a signal, 1 a
+    training failure (a non-finite value, a full disk, no usable checkpoint), 2 bad input (before
+    anything is compiled), 3 the environment failed (it raised, returned an observation its space
+    does not declare, or too many of its steps were invalid)."""
     from rfm_jax.infra.checkpoints import DiskFullError, NoUsableCheckpoint, ProcessCountMismatch
-    from rfm_jax.infra.guards import Interrupted, NonFiniteError, UserError, is_disk_full
+    from rfm_jax.infra.guards import EnvError, Interrupted, NonFiniteError, UserError, is_disk_full
     from rfm_jax.training.run import run
 
     del argv
@@ -69,15 +73,18 @@ def main(argv):
         run(FLAGS.config, FLAGS.workdir, FLAGS.resume, stop_after=FLAGS.stop_after, progress=FLAGS.progress,
             dry_run=FLAGS.dry_run, num_devices=FLAGS.num_devices, coordinator=FLAGS.coordinator,
             num_processes=FLAGS.num_processes, process_id=FLAGS.process_id, distributed=FLAGS.distributed)
-    except (UserError, NonFiniteError, Interrupted, NoUsableCheckpoint, ProcessCountMismatch, OSError) as error:
+    except (UserError, NonFiniteError, EnvError, Interrupted, NoUsableCheckpoint, ProcessCountMismatch,
+            OSError) as error:
         if FLAGS.debug or (isinstance(error, OSError) and not is_disk_full(error)):
             raise
-        code = {UserError: 2, ProcessCountMismatch: 2, Interrupted: 0}.get(type(error), 1)
+        code = {UserError: 2, ProcessCountMismatch: 2, Interrupted: 0, EnvError: 3}.get(type(error), 1)
         message = str(error)
         if isinstance(error, OSError):  # ENOSPC: a checkpoint (DiskFullError) or a metrics file
             message = error.strerror if isinstance(error, DiskFullError) else (
                 f"no space left on the device ({message.splitlines()[0][:200]}); the last checkpoint is intact; "
                 "free some space, then --resume")
+        if isinstance(error, EnvError) and error.detail:  # then the env's own frames (--debug: all of them)
+            message += "\n" + error.detail
         print(f"run.py: {message}", file=sys.stderr, flush=True)
         # XLA's compiler thread, or orbax's and tensorstore's I/O threads after a failed save or
         # restore, may still be running (and print their own tracebacks at shutdown): exit now.

@@ -98,12 +98,6 @@ class BatchedEnv(HostEnvs):
         self._setup(name, seeds, num_envs, action_spec.minimum, action_spec.maximum)
         self.spec = _spec_of(self.envs[0][0])
 
-    def reset(self) -> np.ndarray:
-        """Reset every env; returns observations [S, E, O]."""
-        self.obs = np.asarray([[self._reset_one(env) for env in row] for row in self.envs], np.float32)
-        self.returns[:] = 0.0
-        return self.obs
-
     def _reset_one(self, env) -> np.ndarray:
         return flatten_observation(env.reset().observation)
 

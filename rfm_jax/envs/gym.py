@@ -11,13 +11,18 @@ so a truncated episode (the time limit) stores its true final observation with d
 still bootstraps; both end the episode and reset.  Observations are flattened to float32 with
 ``gymnasium.spaces.flatten`` (a Box, or a Dict / Tuple of Boxes).  A non-finite observation or
 reward (the simulation diverged) is handled as DMC's ``PhysicsError``: no transition, a reset and
-a count in ``physics_errors``.  The first reset of env (s, e) is ``reset(seed=env_seed(seed, e,
-stream))``, later ones continue the env's own generator, so every run, env and stream is
-deterministic.
+a count in ``physics_errors`` (more than ``INVALID_LIMIT`` of an env's last ``INVALID_WINDOW``
+steps stop the run, ``rfm_jax.envs.base``).  The first reset of env (s, e) is
+``reset(seed=env_seed(seed, e, stream))``, later ones continue the env's own generator, so every
+run, env and stream is deterministic.
 
 Refused in one line before anything compiles: an unknown id or class, bad keyword arguments, an
 action space that is not a bounded float Box, an observation space that is not a Box or a Dict /
-Tuple of Boxes, image observations, and an env without a time limit.
+Tuple of Boxes, image observations, and an env without a time limit.  An env class (or id) of the
+user's own module is first put through Gymnasium's env checker (``check_api``): the old Gym API, a
+reset that ignores its seed and the like are refused in one line.  At every reset and step each
+observation is checked against the declared space (shape, and a dtype that converts to float32);
+a mismatch, or anything the env raises, stops the run with ``EnvFailure``.
 
 Checkpoints: an env's state is pickled with every attribute (Gymnasium's ``EzPickle``, which would
 rebuild a fresh env from its constructor arguments, is bypassed), so Gymnasium's MuJoCo envs
@@ -35,11 +40,13 @@ import io
 import logging
 import math
 import pickle
+import warnings
 import zlib
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from rfm_jax.envs.base import EnvSpec, HostEnvs, env_seed
+from rfm_jax.envs.base import EnvFailure, EnvSpec, HostEnvs, env_seed, first_line
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +96,7 @@ def make_env(name: str, env_kwargs: dict, render: bool = False):
         raise ValueError(f"gym:{name}: bad config.env_kwargs {env_kwargs} ({error})") from None
     except Exception as error:  # noqa: BLE001 - gymnasium's own errors, or anything a user's constructor raises
         first = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        raise ValueError(f"gym:{name}: making the env failed ({type(error).__name__}: {first[:300]})") from None
+        raise ValueError(f"gym:{name}: making the env failed ({type(error).__name__}: {first[:300]})") from error
     if steps is not None:
         env = gym.wrappers.TimeLimit(env, int(steps))
     return env
@@ -143,8 +150,87 @@ def check_env(name: str, env) -> EnvSpec:
     return EnvSpec(int(spaces.flatdim(env.observation_space)), int(np.prod(act.shape)), math.ceil(steps))
 
 
+def observation_problem(space, obs, path: str = "observation") -> str | None:
+    """Why ``obs`` does not fit ``space`` (a shape other than the declared one, a dtype that does not
+    convert to float32, missing Dict keys, a Tuple of another length), or None.  Values outside
+    the Box bounds are allowed."""
+    spaces = _gym().spaces
+    if isinstance(space, spaces.Box):
+        array = np.asarray(obs) if not isinstance(obs, np.ndarray) else obs
+        if array.shape != space.shape:
+            return f"returned an {path} of shape {array.shape} where its observation_space declares {space.shape}"
+        if array.dtype.kind not in "biuf":
+            return f"returned an {path} of dtype {array.dtype}, which does not convert to float32"
+        return None
+    if isinstance(space, spaces.Dict):
+        if not isinstance(obs, Mapping) or set(obs) != set(space.spaces):
+            keys = sorted(obs) if isinstance(obs, Mapping) else type(obs).__name__
+            return f"returned an {path} {keys} where its observation_space declares keys {sorted(space.spaces)}"
+        items = ((f"{path}[{k!r}]", sub, obs[k]) for k, sub in space.spaces.items())
+    else:  # Tuple (check_env refused every other space)
+        if not isinstance(obs, Sequence) or len(obs) != len(space.spaces):
+            return f"returned an {path} that is not a sequence of {len(space.spaces)} (its Tuple space)"
+        items = ((f"{path}[{i}]", sub, obs[i]) for i, sub in enumerate(space.spaces))
+    return next((why for why in (observation_problem(sub, x, p) for p, sub, x in items) if why), None)
+
+
+OLD_API = ("follows the old Gym API; rfm_jax needs Gymnasium's: reset(seed=None, options=None) -> (obs, info) "
+           "and step(action) -> (obs, reward, terminated, truncated, info)")
+
+
+def _checker_problem(error: BaseException, caught: list) -> str:
+    """One line for what Gymnasium's env checker raised (and the warnings it gave before)."""
+    text = str(error)
+    if "was not a tuple of the form `(obs, info)`" in text:
+        kind = text.rsplit("Actual type: ", 1)[-1].strip("`. ").removeprefix("<class '").removesuffix("'>")
+        return f"reset() returned a {kind}, not (obs, info): it {OLD_API}"
+    if any("old step API" in str(w.message) for w in caught) or "expected 5, got 4" in text:
+        return f"step() returns 4 values (obs, reward, done, info): it {OLD_API}"
+    return f"Gymnasium's env checker: {first_line(error)}"
+
+
+def check_api(name: str, env_kwargs: dict) -> None:
+    """Gymnasium's env checker (``gymnasium.utils.env_checker.check_env``, which also runs the passive
+    checker that ``gymnasium.make`` adds to registered envs) on a fresh env of a user's module; what
+    it raises becomes a one-line ValueError.  Its warnings (unbounded boxes, asymmetric actions) are
+    not shown.  A first observation outside the Box bounds (or of a wider dtype) only fails
+    ``check_env``'s containment assertion: that is allowed when its shape and dtype fit, and the rest
+    of the step API is still checked."""
+    from gymnasium.utils import env_checker, passive_env_checker
+
+    env = make_env(name, env_kwargs).unwrapped
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                env_checker.check_env(env, skip_render_check=True, skip_close_check=True)
+            except Exception as error:  # noqa: BLE001 - AssertionError mostly; anything a user's env raises
+                if "is not within the observation space" not in str(error):
+                    raise ValueError(f"gym:{name}: {_checker_problem(error, caught)}") from None
+                _check_first_step(name, env, env_checker, passive_env_checker, caught)
+    finally:
+        env.close()
+
+
+def _check_first_step(name: str, env, env_checker, passive_env_checker, caught: list) -> None:
+    """After ``check_env``'s containment assertion: the observations' shapes and dtypes, then the
+    step API and its determinism, as ``check_env`` would have gone on to check."""
+    try:
+        why = observation_problem(env.observation_space, env.reset(seed=0)[0])
+        why = why and f"reset() {why}"
+        if why is None:
+            passive_env_checker.env_step_passive_checker(env, env.action_space.sample())
+            env_checker.check_step_determinism(env)
+            return
+    except Exception as error:  # noqa: BLE001
+        why = _checker_problem(error, caught)
+    raise ValueError(f"gym:{name}: {why}")
+
+
 def check(name: str, env_kwargs: dict) -> None:
     spec(name, env_kwargs)
+    if ":" in name:  # the user's own module: Gymnasium's env checker
+        check_api(name, env_kwargs)
 
 
 def spec(name: str, env_kwargs: dict) -> EnvSpec:
@@ -178,7 +264,9 @@ def dumps_state(obj) -> bytes:
 
 class BatchedEnv(HostEnvs):
     """``num_seeds x num_envs`` Gymnasium envs stepped in a Python loop (host side); the interface
-    of ``rfm_jax.envs.base``.  ``physics_errors`` [S] counts diverged steps per seed."""
+    of ``rfm_jax.envs.base``.  ``physics_errors`` [S] counts invalid steps per seed."""
+
+    PREFIX = "gym:"
 
     def __init__(self, name: str, seeds, num_envs: int, stream: int = 0, env_kwargs: dict | None = None,
                  render: bool = False):
@@ -190,23 +278,38 @@ class BatchedEnv(HostEnvs):
         self._setup(name, seeds, num_envs, self.action_space.low, self.action_space.high)
         self.stream, self.warned = stream, False
 
-    def flatten(self, observation) -> np.ndarray:
+    def flatten(self, observation, call: str = "env.step") -> np.ndarray:
+        """The observation ``call`` returned as a float32 vector [O]; ``EnvFailure`` where it does not
+        fit the space."""
+        why = observation_problem(self.observation_space, observation)
+        if why is not None:
+            raise EnvFailure(self.task, f"{call} {why}")
         return np.asarray(_gym().spaces.flatten(self.observation_space, observation), np.float32)
 
-    def reset(self) -> np.ndarray:
-        """Reset every env with its seed; returns observations [S, E, O]."""
-        self.obs = np.asarray([[self.flatten(env.reset(seed=env_seed(seed, e, self.stream))[0])
-                                for e, env in enumerate(row)] for seed, row in zip(self.seeds, self.envs, strict=True)])
-        self.returns[:] = 0.0
-        return self.obs
+    def _first_reset(self, s: int, e: int, env) -> np.ndarray:
+        return self._observation_of_reset(env.reset(seed=env_seed(self.seeds[s], e, self.stream)))
 
     def _reset_one(self, env) -> np.ndarray:
-        return self.flatten(env.reset()[0])
+        return self._observation_of_reset(env.reset())
+
+    def _observation_of_reset(self, out) -> np.ndarray:
+        if not isinstance(out, tuple) or len(out) != 2:
+            raise EnvFailure(self.task, f"env.reset returned {type(out).__name__}, not (obs, info): it {OLD_API}")
+        return self.flatten(out[0], "env.reset")
 
     def _step_one(self, env, action):
         action = action.reshape(self.action_space.shape).astype(self.action_space.dtype)
-        observation, reward, terminated, truncated, _ = env.step(action)
+        out = env.step(action)
+        if not isinstance(out, tuple) or len(out) != 5:
+            raise EnvFailure(self.task, f"env.step returned {len(out) if isinstance(out, tuple) else type(out)} "
+                             f"values, not 5: it {OLD_API}")
+        observation, reward, terminated, truncated, _ = out
         flat = self.flatten(observation)
+        try:
+            reward = float(reward)
+        except (TypeError, ValueError):
+            raise EnvFailure(self.task, f"env.step returned a reward of type {type(reward).__name__}, "
+                             "not a number") from None
         if not (np.all(np.isfinite(flat)) and np.isfinite(reward)):  # diverged
             return None
         return flat, reward, 0.0 if terminated else 1.0, terminated or truncated

@@ -12,13 +12,18 @@ signal flag, interruptible compilation and disk-full detection (used by ``rfm_ja
 * ``is_disk_full(error)`` recognises ENOSPC however it is wrapped (orbax, tensorstore, the OS).
 * ``UserError``: bad input the user can fix (a config field, the workdir), refused before
   anything is compiled or written (``rfm_jax.training.run``; the CLI prints it in one line).
+* ``EnvError``: the environment failed while training or evaluating (it raised, returned an
+  observation its space does not declare, or too many of its steps were invalid): one line, then
+  the env's own traceback (``env_traceback``: the frames outside rfm_jax and Gymnasium's wrappers).
 """
 
 from __future__ import annotations
 
 import errno
+import os
 import signal
 import threading
+import traceback
 from contextlib import contextmanager
 
 import jax
@@ -39,6 +44,34 @@ class NonFiniteError(RuntimeError):
 class Interrupted(RuntimeError):
     """A signal arrived before the first training step (while compiling): nothing was trained
     since the last checkpoint, so the run stops at once without saving."""
+
+
+class EnvError(RuntimeError):
+    """The environment failed mid-run: a one-line message (the task, the run, the env step, what
+    went wrong and the checkpoint ``--resume`` continues from) and ``detail``, the env's own
+    traceback (empty where the env raised nothing); ``experiments/run.py`` exits with status 3."""
+
+    def __init__(self, message: str, detail: str = ""):
+        super().__init__(message)
+        self.detail = detail
+
+
+_OURS = (os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep,)  # the rfm_jax package
+_WRAPPERS = (os.sep + os.path.join("gymnasium", "wrappers") + os.sep, os.sep + os.path.join("gymnasium", "core.py"),
+             os.sep + os.path.join("gymnasium", "utils", "passive_env_checker.py"))
+
+
+def env_traceback(error: BaseException | None) -> str:
+    """The traceback of the innermost cause of ``error`` without the frames of rfm_jax and of
+    Gymnasium's wrappers: the user's env code and what it calls ("" for None)."""
+    while error is not None and error.__cause__ is not None:
+        error = error.__cause__
+    if error is None:
+        return ""
+    frames = [f for f in traceback.extract_tb(error.__traceback__)
+              if not f.filename.startswith(_OURS) and not any(w in f.filename for w in _WRAPPERS)]
+    return "".join(["Traceback (most recent call last):\n", *traceback.format_list(frames),
+                    *traceback.format_exception_only(type(error), error)]).rstrip("\n")
 
 
 def first_non_finite(metrics: dict) -> tuple[str, int, float] | None:

@@ -12,7 +12,8 @@ run's Weights & Biases run.
 Every row holds ``step`` (env steps per env) and ``wall_time`` (seconds of training, summed over
 resumed sessions).  On resume from step N, rows with step > N are dropped and TensorBoard purges
 later events, so a resumed run's outputs match an uninterrupted one (``resume_step=-1``: a run
-starting afresh drops every row a killed earlier attempt left).
+starting afresh drops every row a killed earlier attempt left).  Unreadable lines (a row torn by a
+kill, bytes that are not UTF-8) are dropped on resume, and said so in one line.
 """
 
 from __future__ import annotations
@@ -32,17 +33,27 @@ def _clean(value):
 
 
 def read_jsonl(path: str) -> list[dict]:
-    """The rows of a JSONL file; a line torn by a kill mid-write is skipped."""
+    """The rows of a JSONL file; unreadable lines (torn by a kill mid-write, not UTF-8, not a JSON
+    row with a ``step``) are skipped (``read_rows`` also counts them)."""
+    return read_rows(path)[0]
+
+
+def read_rows(path: str) -> tuple[list[dict], int]:
+    """(the rows of a JSONL file, how many lines were unreadable and skipped)."""
     if not os.path.exists(path):
-        return []
-    rows = []
-    with open(path) as f:
+        return [], 0
+    rows, bad = [], 0
+    with open(path, "rb") as f:
         for line in f:
             try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return rows
+                row = json.loads(line.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                row = None
+            if isinstance(row, dict) and isinstance(row.get("step"), int):
+                rows.append(row)
+            elif line.strip():
+                bad += 1
+    return rows, bad
 
 
 class MetricsWriter:
@@ -53,13 +64,20 @@ class MetricsWriter:
         if resume_step is not None:
             for kind in KINDS:
                 for name in self.names:
-                    path = self.path(kind, name)
-                    rows = [r for r in read_jsonl(path) if r["step"] <= resume_step]
-                    with open(path, "w") as f:
-                        f.writelines(json.dumps(r) + "\n" for r in rows)
+                    self._repair(self.path(kind, name), resume_step)
         purge = None if resume_step is None else resume_step + 1
         self.tb = [SummaryWriter(os.path.join(workdir, "tb", name), purge_step=purge) for name in self.names]
         self.wandb = wandb
+
+    @staticmethod
+    def _repair(path: str, resume_step: int) -> None:
+        """Keep the readable rows up to ``resume_step``; say how many unreadable lines were dropped."""
+        rows, bad = read_rows(path)
+        if bad and resume_step >= 0:
+            print(f"Dropped {bad} unreadable line(s) of {path} (torn by a kill, or not UTF-8 JSON rows); "
+                  "the rows around them are kept.", flush=True)
+        with open(path, "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in rows if r["step"] <= resume_step)
 
     def path(self, kind: str, name: str) -> str:
         return os.path.join(self.dir, f"{kind}_{name}.jsonl")

@@ -7,8 +7,9 @@ A run that starts afresh gets a new random W&B id, kept in ``<workdir>/wandb_ids
 ``--resume`` reads it back and continues that W&B run (so a moved workdir keeps its W&B runs, and
 a new run in an old workdir's place gets new ones).  On resume, rows at env steps W&B already has
 (sent before a crash; a resumed run recomputes them exactly) are not sent again, where W&B can
-say which (online); offline they are sent again with the same values.  ``WANDB_MODE=offline``
-writes the runs under ``<workdir>/wandb`` with no network (``wandb sync`` uploads them later).
+say which (online); offline they are sent again with the same values.  W&B writes its files
+under ``$WANDB_DIR`` where it is set, else under the workdir; ``WANDB_MODE=offline``
+writes the runs there (``<workdir>/wandb``) with no network (``wandb sync`` uploads them later).
 wandb is an extra: ``pip install 'rfm_jax[wandb]'``.
 """
 
@@ -67,7 +68,8 @@ class WandbSink:
             for name in names:
                 run = wandb.init(project=settings.project, entity=settings.entity, group=group,
                                  name=f"{group}/{name}", id=run_id(workdir, name, resume), resume="allow",
-                                 dir=workdir, reinit="create_new", config={**config, "run": name}, job_type="train",
+                                 dir=None if os.environ.get("WANDB_DIR") else workdir,  # the user's WANDB_DIR wins
+                                 reinit="create_new", config={**config, "run": name}, job_type="train",
                                  settings=wandb.Settings(console="off", quiet=True))
                 run.define_metric("env_step")
                 for kind in ("train", "eval"):

@@ -83,6 +83,18 @@ def _init_and_compile(fns: StepFns, layout: Layout, runs, hyper, host, eval_epis
     return state, compile_ahead(fns, state, *inputs, eval_episodes=eval_episodes, phases=phases, layout=layout)
 
 
+def _start_envs(task: str, mine, num_envs: int, env_kwargs: dict, ckpt: Checkpointer):
+    """(this process's training envs, their first observations); a failed env is an ``EnvError``."""
+    try:
+        env = envs.make(task, [r.seed for r in mine], num_envs, env_kwargs=env_kwargs)  # one seed: the same envs
+        return env, env.reset()
+    except envs.EnvFailure as failure:
+        last_good = ckpt.latest_step()
+        ckpt.close()
+        run = None if failure.run is None else mine[failure.run].name
+        raise session_lib.env_error(failure, None, "first reset", last_good, run) from None
+
+
 def _start_wandb(settings, workdir: str, mine, run_config, resume: bool, layout: Layout):
     """The W&B runs of this process's runs (None without ``settings``), started before compiling;
     a failure in any process stops every process with one line."""
@@ -166,12 +178,12 @@ def train(
                            "seeds": seeds_in, "sweep": sweep, "step_fns": step_kwargs,
                            "runs": [r.name for r in runs], **({"env_kwargs": env_kwargs} if env_kwargs else {})},
                           f, indent=2)
-        env = envs.make(task, [r.seed for r in mine], num_envs, env_kwargs=env_kwargs)  # one seed: the same envs
         ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), layout)
         latest = ckpt.latest_step() if resume else None
+        env, first_obs = _start_envs(task, mine, num_envs, env_kwargs, ckpt)
         pending = jax.tree.map(lambda x: np.zeros((len(mine), *x.shape), x.dtype),
                                empty_transitions(num_envs, spec.obs_dim, spec.action_dim))
-        host = session_lib.Host(obs=env.reset(), valid=np.zeros((len(mine), num_envs), bool), pending=pending,
+        host = session_lib.Host(obs=first_obs, valid=np.zeros((len(mine), num_envs), bool), pending=pending,
                                 last_eval=[None] * len(mine), train_returns=np.full(len(mine), np.nan), sums={})
         sink = _start_wandb(wandb, workdir, mine, run_config, latest is not None, layout)
         phases = ("train",) if latest is not None and latest >= warmup_steps else ("warmup", "train")

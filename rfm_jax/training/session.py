@@ -3,9 +3,11 @@ host arrays, writers and counters between env steps, and the per-run checkpoint 
 a resumed session continue exactly (``Host``, ``records``, ``from_records``).  Internal to the loop.
 
 Per env step: one call of the compiled step on every run (global arrays), this process's runs'
-actions and metrics back to the host, the non-finite check (and the stop flag) agreed over the
-processes, then the envs step.  Rows are written every ``log_every`` steps, evaluations every
-``eval_every`` and checkpoints every ``checkpoint_every`` (and at a signal or the end).
+actions and metrics back to the host, the non-finite check, the envs step, then the stop flag,
+the non-finite check and an env failure (``envs.EnvFailure``) agreed over the processes.  Rows are
+written every ``log_every`` steps, evaluations every ``eval_every`` and checkpoints every
+``checkpoint_every`` (and at a signal or the end).  A non-finite value or a failed env stops the
+run without saving (``NonFiniteError``, ``EnvError``), so the newest checkpoint is the last good one.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import numpy as np
 
 from rfm_jax import envs
 from rfm_jax.infra.checkpoints import DiskFullError
-from rfm_jax.infra.guards import NonFiniteError, first_non_finite, runs_finite
+from rfm_jax.infra.guards import EnvError, NonFiniteError, env_traceback, first_non_finite, runs_finite
 from rfm_jax.training import replay
 from rfm_jax.training.evaluation import evaluate
 
@@ -72,6 +74,17 @@ def from_records(records: list[bytes], env) -> Host:
                  sums={k: np.asarray([r["sums"][k] for r in rows], np.float64) for k in rows[0]["sums"]})
 
 
+def env_error(failure: envs.EnvFailure, step: int | None, phase: str, last_good: int | None,
+              run: str | None) -> EnvError:
+    """The ``EnvError`` of ``failure`` in ``phase`` ("training", "evaluation", "first reset") at env
+    ``step`` (None: none yet) of ``run`` (None: unknown), with the checkpoint ``--resume`` continues from."""
+    where = [phase, *([f"env step {step}"] if step is not None else []),
+             *([f"run {run}"] if run is not None else []), *([f"env {failure.env}"] if failure.env is not None else [])]
+    then = (f"nothing was saved after checkpoint step {last_good}: --resume continues from it" if last_good is not None
+            else "no checkpoint was saved: --resume starts from step 0")
+    return EnvError(f"{failure} ({', '.join(where)}); {then} once the env is fixed", env_traceback(failure.__cause__))
+
+
 class Session:
     """One session of ``train``'s host loop: the train state, this process's envs, host arrays,
     writers and counters between env steps (private; everything it holds is checkpointed)."""
@@ -99,13 +112,20 @@ class Session:
             host = self.host
             self.state, actions, metrics = fn(self.state, *self.layout.to_global((host.pending, host.valid, host.obs)))
             actions, metrics = self.layout.to_local((actions, metrics))  # one transfer per step
-            bad = first_non_finite(metrics)
-            stop, bad_anywhere = self.layout.any_of([bool(self.stop), bad is not None])
+            bad, failure = first_non_finite(metrics), None
+            if bad is None:
+                try:
+                    self.env_step(actions, metrics)
+                except envs.EnvFailure as error:
+                    failure = error
+            stop, bad_anywhere, failed_anywhere = self.layout.any_of(
+                [bool(self.stop), bad is not None, failure is not None])
             if bad_anywhere:
                 where = (f"non-finite {bad[0]} = {bad[2]} in run {self.mine[bad[1]].name}" if bad is not None
                          else "non-finite values in another process's runs (see its log)")
                 self.stop_non_finite(f"{where} at env step {step + 1}")
-            self.env_step(actions, metrics)
+            if failed_anywhere:
+                self.stop_env_failure(failure, step + 1, "training")
             step += 1
             if step % log_every == 0 or step == total_steps:
                 sps = (step - step_sps) / max(time.time() - t_log, 1e-9)
@@ -153,23 +173,39 @@ class Session:
         if self.video_switch["on"]:
             recorders = [envs.Recorder(os.path.join(self.workdir, "videos", r.name, f"step{step}.mp4"),
                                        self.video_switch) for r in self.mine]
-        returns = evaluate(self.fns, self.state.agent, task=self.task, seeds=[r.seed for r in self.mine],
-                           episodes=self.eval_episodes, eval_index=self.num_evals, mode=self.eval_mode,
-                           recorders=recorders, layout=self.layout, env_kwargs=self.env_kwargs)
+        try:
+            returns = evaluate(self.fns, self.state.agent, task=self.task, seeds=[r.seed for r in self.mine],
+                               episodes=self.eval_episodes, eval_index=self.num_evals, mode=self.eval_mode,
+                               recorders=recorders, layout=self.layout, env_kwargs=self.env_kwargs)
+        except envs.EnvFailure as failure:
+            self.stop_env_failure(failure, step, "evaluation")
         self.num_evals += 1
         self.host = self.host._replace(last_eval=[_nanmean(r) for r in returns])
         self.writer.write("eval", step, self.wall(),
                           [{"eval_return_mean": _nanmean(r), "eval_return_std": np.nanstd(r) if np.isfinite(r).any()
                             else np.nan, "eval_episodes": np.isfinite(r).sum()} for r in returns])
 
-    def stop_non_finite(self, what: str):
+    def close_for_failure(self) -> int | None:
+        """Close the writers and the checkpointer without saving; returns the last good checkpoint."""
         self.writer.close()
         last_good = self.ckpt.latest_step()
         self.ckpt.close()
+        return last_good
+
+    def stop_non_finite(self, what: str):
+        last_good = self.close_for_failure()
         kept = (f"the last good checkpoint is step {last_good}" if last_good is not None
                 else "no checkpoint was saved")
         raise NonFiniteError(f"{what}; nothing was saved ({kept}). Lower the learning rates or clip, then "
                              f"--resume from it, or start a new --workdir.")
+
+    def stop_env_failure(self, failure: envs.EnvFailure | None, step: int, phase: str):
+        """Stop on a failed env (``failure``; None: another process's) with ``EnvError``: one line
+        naming the task, the run, the env step and the checkpoint ``--resume`` continues from."""
+        if failure is None:
+            failure = envs.EnvFailure(self.task, "an env of another process failed (see its log)")
+        raise env_error(failure, step, phase, self.close_for_failure(),
+                        None if failure.run is None else self.mine[failure.run].name)
 
     def save(self, step: int) -> None:
         finite = self.layout.to_local(runs_finite(self.state))

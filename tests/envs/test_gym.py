@@ -163,3 +163,104 @@ def test_evaluation_counts_each_episode_once_and_keeps_both_modes():
     assert len(calls) < spec.episode_length  # a falling Hopper ends every episode early
     np.testing.assert_array_equal(first, run(4, "fixed"))
     assert not np.array_equal(run(1, "fresh"), run(2, "fresh"))
+
+
+@pytest.mark.parametrize("task, words", [
+    ("gym:user_envs:OldApi", "reset() returned a numpy.ndarray, not (obs, info): it follows the old Gym API"),
+    ("gym:user_envs:OldStep", "step() returns 4 values (obs, reward, done, info): it follows the old Gym API"),
+    ("gym:user_envs:Unseeded", "Gymnasium's env checker: AssertionError: Expects the random number generator"),
+    ("gym:user_envs:WrongShape", "reset() returned an observation of shape (3,) where its observation_space "
+                                 "declares (2,)"),
+])
+def test_gymnasiums_env_checker_refuses_a_users_env_in_one_line(task, words):
+    with pytest.raises(ValueError) as info:
+        envs.check_task(task, {"max_episode_steps": 5})
+    assert words in str(info.value) and "\n" not in str(info.value), str(info.value)
+
+
+def test_the_env_checker_lets_observations_outside_the_box_bounds_through():
+    """Gymnasium's check_env asserts that the first observation lies in the space; rfm_jax allows
+    values outside the bounds (or float64 for a float32 Box), and still checks the step API."""
+    envs.check_task("gym:user_envs:OutOfBounds", {"max_episode_steps": 5})
+    with pytest.raises(ValueError, match="step\\(\\) returns 4 values"):
+        envs.check_task("gym:user_envs:OutOfBoundsOldStep", {"max_episode_steps": 5})
+
+
+@pytest.mark.parametrize("space, obs, words", [
+    (gymnasium.spaces.Box(-1, 1, (3,)), np.zeros(6), "of shape (6,) where its observation_space declares (3,)"),
+    (gymnasium.spaces.Box(-1, 1, (3,)), np.array(["a", "b", "c"]), "dtype <U1, which does not convert"),
+    (gymnasium.spaces.Box(-1, 1, (3,)), [0.0, 1.0, 2.0], None),
+    (gymnasium.spaces.Dict({"x": gymnasium.spaces.Box(-1, 1, (2,))}), {"y": np.zeros(2)}, "keys ['x']"),
+    (gymnasium.spaces.Dict({"x": gymnasium.spaces.Box(-1, 1, (2,))}), {"x": np.zeros(3)}, "observation['x'] of shape"),
+    (gymnasium.spaces.Tuple([gymnasium.spaces.Box(-1, 1, (2,))] * 2), (np.zeros(2),), "not a sequence of 2"),
+])
+def test_observations_are_checked_against_the_declared_space(space, obs, words):
+    from rfm_jax.envs.gym import observation_problem
+
+    why = observation_problem(space, obs)
+    assert (why is None) if words is None else (words in why), why
+
+
+def _failure(env, steps):
+    with pytest.raises(envs.EnvFailure) as info:
+        for _ in range(steps):
+            env.step(np.zeros((1, 1, 2)))
+    return info.value
+
+
+def test_an_exception_in_step_becomes_one_env_failure_with_the_cause():
+    env = envs.make("gym:user_envs:RaisesLater", [0], 1, env_kwargs={"max_episode_steps": 1000})
+    env.reset()
+    failure = _failure(env, 300)
+    assert str(failure) == ("gym:user_envs:RaisesLater: env.step raised ConnectionError: the simulator server "
+                            "went away") and (failure.run, failure.env) == (0, 0)
+    assert isinstance(failure.__cause__, ConnectionError) and env.envs[0][0].unwrapped.calls == 250
+
+
+def test_an_observation_of_another_shape_mid_run_is_an_env_failure():
+    env = envs.make("gym:user_envs:GrowsLater", [0], 1, env_kwargs={"max_episode_steps": 1000})
+    env.reset()
+    assert "env.step returned an observation of shape (6,) where its observation_space declares (2,)" in str(
+        _failure(env, 300))
+
+
+def test_more_than_the_bound_of_invalid_steps_in_the_window_stops_and_the_window_resumes():
+    """NanLater returns NaN observations from its 120th step: steps 120 .. 219 are 100 invalid ones
+    (allowed, counted), the 101st fails; a run state saved at step 200 carries its 81 into the
+    restored env, which then fails at the same step."""
+    env = envs.make("gym:user_envs:NanLater", [0], 1, env_kwargs={"max_episode_steps": 1000})
+    env.reset()
+    for _ in range(200):
+        env.step(np.zeros((1, 1, 2)))
+    blob, errors = env.get_run_state(0), int(env.physics_errors[0])
+    assert errors == 81 and env.invalid.count[0, 0] == 81
+    failure = _failure(env, 100)
+    assert failure.run == 0 and "101 of the env's last 1000 steps were invalid" in str(failure)
+    assert env.physics_errors[0] == 101
+    other = envs.make("gym:user_envs:NanLater", [0], 1, env_kwargs={"max_episode_steps": 1000})
+    other.reset()
+    other.set_run_states([blob])
+    for _ in range(19):
+        other.step(np.zeros((1, 1, 2)))
+    assert "101 of the env's last 1000" in str(_failure(other, 1))
+
+
+def test_occasional_invalid_steps_slide_out_of_the_window():
+    """100 invalid steps, 900 valid ones, then 100 invalid again: never more than 100 in any 1000."""
+    from rfm_jax.envs.base import InvalidWindow
+
+    window, flags = InvalidWindow(1, 1), [True] * 100 + [False] * 900 + [True] * 100
+    for invalid in flags:
+        window.add(np.array([[invalid]]), "task")
+    assert window.count[0, 0] == 100
+    with pytest.raises(envs.EnvFailure, match="101 of"):
+        window.add(np.array([[True]]), "task")
+
+
+def test_a_reset_that_returns_nan_and_a_constructor_that_raises_are_env_failures():
+    with pytest.raises(envs.EnvFailure, match="env.reset returned a non-finite observation"):
+        envs.make("gym:user_envs:NanReset", [0], 1, env_kwargs={"max_episode_steps": 5}).reset()
+    with pytest.raises(envs.EnvFailure) as info:
+        envs.make("gym:user_envs:Broken", [0], 1, env_kwargs={"max_episode_steps": 5})
+    assert "making the envs failed: making the env failed (RuntimeError: no simulator here)" in str(info.value)
+    assert isinstance(info.value.__cause__.__cause__, RuntimeError)
