@@ -2,10 +2,10 @@
 
 Layers, each importing only the ones above it:
 
-    method     schedules, estimators, losses: the math of one example (``rfm_jax.losses`` etc. too)
-    networks   the policy and critic networks (Flax linen)
+    method     schedules, estimators, losses, the Transition: the math of one example (``rfm_jax.losses`` etc.)
+    networks   the policy and critic networks (Flax linen), min over the critics with its argmin gradient
     agents     one interface (init / act / update), a shared base and one file per agent
-    training   replay, the jitted step programs, the host loop, evaluation, sweeps, policies, run
+    training   the run config, replay, the jitted step programs, the host loop, evaluation, sweeps, run
     infra      checkpoints, metrics, multi-device layout, guards, XLA set-up, cost model
     envs       the DeepMind Control Suite and Gymnasium on the host, behind one interface
 

@@ -1,6 +1,7 @@
 """The package's layers (README, docs/guide.md#modules): each module imports only the layers it may
 (read from its source's import statements; imports under ``TYPE_CHECKING`` are annotations only).
-The method layer imports no speed device."""
+No module imports the package itself (``import rfm_jax`` runs its ``__init__``, which imports every
+layer).  The method layer imports no speed device."""
 
 import ast
 import pathlib
@@ -11,7 +12,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "rfm_jax"
 # layer -> the layers its modules may import (besides their own)
 ALLOWED = {
     "method": set(),
-    "_speed": {"networks"},  # min_critic reads CriticEnsemble's parameters
+    "_speed": set(),
     "networks": {"method", "_speed"},
     "agents": {"method", "networks", "_speed"},
     "infra": {"_speed"},  # runtime registers the threefry lowering
@@ -22,10 +23,11 @@ ALIASES = {"losses": "method", "estimators": "method", "schedules": "method"}  #
 
 
 def _layer(module: str) -> str | None:
+    """The layer of an imported module; "rfm_jax" for the package itself (``import rfm_jax``)."""
     parts = module.split(".")
-    if parts[0] != "rfm_jax" or len(parts) < 2:
+    if parts[0] != "rfm_jax":
         return None
-    return ALIASES.get(parts[1], parts[1])
+    return "rfm_jax" if len(parts) < 2 else ALIASES.get(parts[1], parts[1])
 
 
 def _imports(path: pathlib.Path) -> list[str]:
@@ -61,5 +63,7 @@ def test_the_method_layer_imports_no_speed_device():
 
 def test_the_layer_check_can_fail(tmp_path):
     bad = tmp_path / "bad.py"
-    bad.write_text("from rfm_jax._speed import normal_rows\nfrom rfm_jax import replay\n")
-    assert {_layer(m) for m in _imports(bad)} == {"_speed", "replay"}
+    bad.write_text("from rfm_jax._speed import normal_rows\nfrom rfm_jax import replay\n"
+                   "def version():\n    import rfm_jax\n    return rfm_jax.__version__\n")
+    assert {_layer(m) for m in _imports(bad)} == {"_speed", "replay", "rfm_jax"}
+    assert not any({"rfm_jax"} <= allowed for allowed in ALLOWED.values())

@@ -11,6 +11,7 @@ reference protocol), or ``PRESET[,TASK]``.  A ``gym:`` task takes the Gym-MuJoCo
 (``protocol``), and the cpu preset on it ``CPU_GYM`` on top of the preset's own overrides.
 """
 
+import dataclasses
 import types
 import typing
 
@@ -18,35 +19,25 @@ import jax
 from ml_collections import config_dict
 
 from rfm_jax import agents
+from rfm_jax.training import run_config
+from rfm_jax.training.run_config import RunConfig
 from rfm_jax.training.sweeps import sweep_values  # noqa: F401 - configs and scripts import it from here
 
 
 def protocol(task: str) -> config_dict.ConfigDict:
-    """The run fields of every agent at the reference protocol (docs/method.md sections 7 and 9)."""
+    """The run fields of every agent at the reference protocol (docs/method.md sections 7 and 9),
+    generated from ``RunConfig`` (each field's default and comment live there); on a gym: task the
+    Gym-MuJoCo protocol (``run_config.GYM_PROTOCOL``)."""
     c = config_dict.ConfigDict()
-    c.task = task  # DMC task (cheetah-run, dmc:cheetah-run), gym:<Gymnasium id> or gym:package.module:EnvClass
-    c.env_kwargs = config_dict.FieldReference({}, field_type=object)  # gym: kwargs, {"max_episode_steps": 500}
-    c.seed = 0  # seeds are seed, seed + 1, ..., seed + num_seeds - 1
-    c.num_seeds = 1  # seeds trained at once (vmapped in one XLA program, times the sweep's grid)
-    c.num_envs = 1  # envs per run; each step adds num_envs transitions and runs updates_per_step updates
-    c.total_steps = 250_000  # env steps per env (= frames, action repeat 1)
-    c.warmup_steps = 10_000  # uniform random actions and no updates before this step
-    c.batch_size = 256  # transitions per update
-    c.replay_capacity = 250_000  # replay buffer slots per run
-    c.updates_per_step = 1  # updates per call (per env step)
-    c.eval_every = 10_000  # env steps between evaluations (the first is at step 0)
-    c.eval_episodes = 25  # evaluation episodes per run (the agent's greedy action) at step 0 and after
-    c.eval_mode = "fixed"  # fixed: the same initial states and policy noise at every evaluation; fresh: new ones
-    c.log_every = 1_000  # env steps between training-metric rows
-    c.video = False  # film each run's first evaluation episode to <workdir>/videos/<run>/step<N>.mp4 (headless)
-    c.checkpoint_every = 10_000  # env steps between checkpoints (one is also saved at the end and on SIGINT/SIGTERM)
-    c.wandb = False  # also log every row to Weights & Biases (pip install 'rfm_jax[wandb]'); one W&B run per run
-    c.wandb_project = "rfm_jax"  # W&B project
-    c.wandb_entity = config_dict.placeholder(str)  # W&B entity (user or team); None: the logged-in user's default
-    c.wandb_group = config_dict.placeholder(str)  # W&B group; None: the last two parts of the workdir path
-    if task.startswith("gym:"):  # the Gym-MuJoCo protocol of the diffusion-policy literature (docs/method.md)
-        c.update(total_steps=1_000_000, warmup_steps=10_000, replay_capacity=1_000_000, eval_every=10_000,
-                 eval_episodes=10, checkpoint_every=50_000)
+    hints = typing.get_type_hints(RunConfig)
+    values = {**{f.name: f.default for f in dataclasses.fields(RunConfig)}, **run_config.defaults(task), "task": task}
+    for name, value in values.items():
+        if name == "env_kwargs":  # a dict the command line may set whole
+            c[name] = config_dict.FieldReference({}, field_type=object)
+        elif value is None:  # str | None
+            c[name] = config_dict.placeholder(next(t for t in typing.get_args(hints[name]) if t is not type(None)))
+        else:
+            c[name] = value
     return c
 
 

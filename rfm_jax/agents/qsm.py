@@ -27,7 +27,6 @@ constant 1 in place of RFM's temperature input.
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
@@ -37,11 +36,9 @@ from flax import struct
 from rfm_jax._speed import normal_rows
 from rfm_jax.agents import base, particles
 from rfm_jax.method import losses, schedules
+from rfm_jax.method.transition import Transition
 from rfm_jax.method.validation import check_rank
 from rfm_jax.networks import PolicyNet
-
-if TYPE_CHECKING:  # the batch's type only: agents do not depend on the training layer
-    from rfm_jax.training import replay
 
 Array = jax.Array
 
@@ -132,7 +129,7 @@ def build(s: QSMSettings, *, obs_dim: int, action_dim: int, name: str = "make_qs
                    "actor_grad_norm": optax.tree.norm(grads)}
         return actor_params, opt_state, metrics
 
-    def update(state: particles.ParticleState, key: Array, batch: replay.Transition):
+    def update(state: particles.ParticleState, key: Array, batch: Transition):
         check_rank("qsm.update", "batch.obs", batch.obs, 2, "[B, O]")
         key_next, key_actor = jax.random.split(key)
         keys = jax.random.split(key_next, batch.obs.shape[0])

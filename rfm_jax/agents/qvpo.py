@@ -32,7 +32,6 @@ and the uniform actions of the entropy term are drawn in (-0.999, 0.999) and map
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
@@ -42,11 +41,9 @@ from flax import struct
 from rfm_jax._speed import normal_rows
 from rfm_jax.agents import base, particles
 from rfm_jax.method import schedules
+from rfm_jax.method.transition import Transition
 from rfm_jax.method.validation import check_positive_int, check_rank
 from rfm_jax.networks import PolicyNet
-
-if TYPE_CHECKING:  # the batch's type only: agents do not depend on the training layer
-    from rfm_jax.training import replay
 
 Array = jax.Array
 
@@ -155,7 +152,7 @@ def build(s: QVPOSettings, *, obs_dim: int, action_dim: int, name: str = "make_q
                    "q_weight_frac_zero": jnp.mean(weights == 0.0), "actor_grad_norm": optax.tree.norm(grads)}
         return actor_params, opt_state, metrics
 
-    def update(state: particles.ParticleState, key: Array, batch: replay.Transition):
+    def update(state: particles.ParticleState, key: Array, batch: Transition):
         check_rank("qvpo.update", "batch.obs", batch.obs, 2, "[B, O]")
         batch_size = batch.obs.shape[0]
         key_sample, key_next, key_actor = jax.random.split(key, 3)

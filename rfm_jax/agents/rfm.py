@@ -26,22 +26,19 @@ once per state and its time columns once per ODE step (``PolicyNet.condition``).
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 from flax import struct
 
-from rfm_jax._speed import min_critic
 from rfm_jax.agents import base, particles
 from rfm_jax.method import losses, schedules
 from rfm_jax.method.estimators import tanh_boltzmann_log_prob
+from rfm_jax.method.transition import Transition
 from rfm_jax.method.validation import check_positive_int, check_rank
-from rfm_jax.networks import PolicyNet
-
-if TYPE_CHECKING:  # the batch's type only: agents do not depend on the training layer
-    from rfm_jax.training import replay
+from rfm_jax.networks import PolicyNet, min_critic
 
 Array = jax.Array
 POLICIES = ("flow", "diffusion")
@@ -240,7 +237,7 @@ def build(s: RFMSettings, *, obs_dim: int, action_dim: int, name: str = "make_rf
                    "actor_grad_norm": optax.tree.norm(grads)}
         return actor_params, opt_state, metrics
 
-    def update(state: particles.ParticleState, key: Array, batch: replay.Transition, noise: UpdateNoise | None = None):
+    def update(state: particles.ParticleState, key: Array, batch: Transition, noise: UpdateNoise | None = None):
         """One update (module docstring); ``noise`` gives its draws instead of ``key``."""
         check_rank("rfm.update", "batch.obs", batch.obs, 2, "[B, O]")
         batch_size = batch.obs.shape[0]

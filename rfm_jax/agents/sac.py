@@ -17,7 +17,6 @@ one seed; vmap over seeds and sweeps.
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
@@ -26,11 +25,9 @@ from flax import struct
 
 from rfm_jax.agents import base
 from rfm_jax.method import losses
+from rfm_jax.method.transition import Transition
 from rfm_jax.method.validation import check_positive_int, check_rank
 from rfm_jax.networks import TanhGaussianActor, tanh_gaussian_sample
-
-if TYPE_CHECKING:  # the batch's type only: agents do not depend on the training layer
-    from rfm_jax.training import replay
 
 Array = jax.Array
 
@@ -141,7 +138,7 @@ def build(s: SACSettings, *, obs_dim: int, action_dim: int, name: str = "make_sa
         updates, opt_state = alpha_opt.update(grad, state.alpha_opt_state)
         return optax.apply_updates(state.log_alpha, updates), opt_state
 
-    def update(state: SACState, key: Array, batch: replay.Transition):
+    def update(state: SACState, key: Array, batch: Transition):
         check_rank("sac.update", "batch.obs", batch.obs, 2, "[B, O]")
         key_next, key_actor = jax.random.split(key)
         next_action, next_log_prob = policy(state.actor_params, key_next, batch.next_obs)

@@ -9,7 +9,7 @@ Per network row (docs/method.md section 7.2), with W the actor width and H the c
 
 A backward pass costs two forward passes (input and weight gradients); an input gradient alone
 costs one, and rfm_jax takes the posterior's input gradient of min_k Q_k through the argmin critic
-only (``rfm_jax._speed.min_critic``: 1/K of the K critics' backward passes; the padding of its sorted
+only (``rfm_jax.networks.min_critic``: 1/K of the K critics' backward passes; the padding of its sorted
 blocks, at most K - 1 blocks of 512 rows per chunk, is not counted).  ``shared_first_layer=False``
 counts the plain concatenation and every critic's backward pass instead, as the authors' code
 computes it.

@@ -61,35 +61,3 @@ def environment_plain(environ=None) -> dict:
     """``environment_without_defaults`` with ``RFM_JAX_PLAIN=1``: a child process on plain JAX
     operations only (no XLA flag defaults, no speed device of ``rfm_jax._speed``)."""
     return {**environment_without_defaults(environ), "RFM_JAX_PLAIN": "1"}
-
-
-def provenance(argv: list[str] | None = None) -> dict:
-    """What produced a run: rfm_jax, JAX and jaxlib versions, Python, the platform, JAX's devices,
-    the git commit of the source tree (and whether it had uncommitted changes) when there is one,
-    and the command line ``argv`` (default ``sys.argv``)."""
-    import platform
-    import subprocess
-    import sys
-
-    import jax
-    import jaxlib
-
-    import rfm_jax
-
-    source = os.path.dirname(os.path.dirname(os.path.abspath(rfm_jax.__file__)))
-
-    def git(*args):
-        try:
-            out = subprocess.run(["git", "-C", source, *args], capture_output=True, text=True, timeout=10)
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return out.stdout.strip() if out.returncode == 0 else None
-
-    commit = git("rev-parse", "HEAD")
-    return {
-        "rfm_jax": rfm_jax.__version__, "jax": jax.__version__, "jaxlib": jaxlib.__version__,
-        "python": platform.python_version(), "platform": platform.platform(),
-        "devices": [str(d) for d in jax.devices()], "backend": jax.default_backend(),
-        "git_commit": commit, "git_dirty": None if commit is None else bool(git("status", "--porcelain", "-uno")),
-        "command": [sys.executable, *(sys.argv if argv is None else argv)],
-    }

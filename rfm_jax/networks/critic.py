@@ -61,7 +61,7 @@ class CriticEnsemble(nn.Module):
             w_s, w_a = w_in[:obs_dim], w_in[obs_dim:]
             h = kernel_matmul(obs, w_s) + biases[0][k] + kernel_matmul(action, w_a, w_a.shape[0] <= THIN_ROWS)
             for kernel, bias in zip(kernels[1:], biases[1:], strict=True):
-                self.sow("intermediates", "pre_activations", h)  # critic-major; rfm_jax._speed.min_critic reads them
+                self.sow("intermediates", "pre_activations", h)  # critic-major; rfm_jax.networks.min_critic reads them
                 h = nn.relu(h) @ kernel[k] + bias[k]
             q.append(h[..., 0])
         return jnp.stack(q, axis=-1)

@@ -13,8 +13,7 @@ import numpy as np
 
 from rfm_jax import envs
 from rfm_jax.infra.distributed import Layout
-
-EVAL_MODES = ("fixed", "fresh")
+from rfm_jax.training.run_config import EVAL_MODES
 
 
 def evaluate(fns, agent_state, *, task: str, seeds, episodes: int, eval_index: int, mode: str = "fixed",

@@ -1,7 +1,10 @@
 """The host loop: R runs (seeds, or seeds x swept hyperparameter values, ``rfm_jax.training.sweeps``) x E
 host envs (``rfm_jax.envs``: DMC or Gymnasium), one jitted run-vmapped call per env step, periodic
 evaluation (the agent's greedy action), metrics, checkpoints and exact resume.
-Any registered agent (``rfm_jax.agents``).
+Any registered agent (``rfm_jax.agents``), under one ``RunConfig`` (``rfm_jax.training.run_config``):
+
+    rc = RunConfig.for_task("cartpole-swingup", num_seeds=2, total_steps=20_000)
+    trained = train(rc, build(rc, "rfm", agent_kwargs), workdir="runs/demo")
 
     for step in [start, total_steps):
         state, actions, metrics = step_fn(state, pending transitions, valid, obs)   # one XLA call
@@ -17,7 +20,9 @@ Non-finite guard: every step's metrics (losses, Q statistics, gradient norms, ..
 are checked, and the whole train state before each checkpoint.  The first NaN or inf stops the
 whole run (every seed: one bad seed never trains on silently, and the others stop at the same
 step) with ``NonFiniteError`` naming the metric, the run and the env step; a non-finite state is
-never checkpointed, so the newest checkpoint is always the last good one.
+never checkpointed, so the newest checkpoint is always the last good one.  A failed env (it raised,
+returned an observation its space does not declare, or passed the invalid-step bound) stops the
+run the same way with ``EnvError``.
 """
 
 from __future__ import annotations
@@ -40,8 +45,10 @@ from rfm_jax.training import session as session_lib
 from rfm_jax.training import sweeps
 from rfm_jax.training.evaluation import EVAL_MODES, evaluate
 from rfm_jax.training.program import StepFns, TrainState, compile_ahead, compile_seeds, empty_transitions, make_step_fns
+from rfm_jax.training.run_config import RunConfig
 
-__all__ = ["EVAL_MODES", "Interrupted", "NonFiniteError", "Trained", "build", "evaluate", "train"]
+__all__ = ["EVAL_MODES", "Interrupted", "NonFiniteError", "RunConfig", "Setup", "Trained", "build", "build_agent",
+           "evaluate", "train"]
 SETUP_FILE = "setup.json"  # in the workdir: task, agent name and arguments, hyper, seeds, sweep
 
 
@@ -57,8 +64,22 @@ class Trained(NamedTuple):
     step_fns: Any
 
 
-def build(task: str, algo: str, agent_kwargs: dict, hyper_values: dict | None, seeds, sweep: dict | None = None,
-          env_kwargs: dict | None = None):
+class Setup(NamedTuple):
+    """What a run trains, built once (``build``) and passed whole: the agent and its arguments, the
+    per-run hyper pytree (leaves [R]), the runs (seeds x sweep) and the env's spec."""
+
+    algo: str
+    agent_kwargs: dict
+    hyper_values: dict  # the hyper fields set by the config (the rest are the agent's defaults)
+    sweep: dict | None  # {field: [values]}
+    agent: Agent
+    hyper: Any
+    runs: list
+    spec: envs.EnvSpec
+
+
+def build_agent(task: str, algo: str, agent_kwargs: dict, hyper_values: dict | None, seeds, sweep: dict | None = None,
+                env_kwargs: dict | None = None):
     """(agent, hyper, runs) of a training setup, every check done before anything compiles:
     the factory checks the static arguments, ``expand`` the swept names, ``check_hyper`` every
     value.  Raises a one-line ValueError naming the field."""
@@ -73,6 +94,18 @@ def build(task: str, algo: str, agent_kwargs: dict, hyper_values: dict | None, s
     hyper = sweeps.hyper_per_run(hyper, runs)
     agent.check_hyper(hyper)
     return agent, hyper, runs
+
+
+def build(run_config: RunConfig, algo: str = "rfm", agent_kwargs: dict | None = None, hyper: dict | None = None,
+          sweep: dict | None = None) -> Setup:
+    """The ``Setup`` of agent ``algo`` (``agent_kwargs``; ``hyper`` overrides its default
+    hyperparameters) on ``run_config``'s task, seeds and ``sweep`` ({field: [values]}): one-line
+    ValueErrors naming the field, before anything compiles."""
+    agent_kwargs, hyper_values = dict(agent_kwargs or {}), dict(hyper or {})
+    agent, hyper_tree, runs = build_agent(run_config.task, algo, agent_kwargs, hyper_values, run_config.seeds, sweep,
+                                          run_config.env_kwargs)
+    return Setup(algo, agent_kwargs, hyper_values, sweep or None, agent, hyper_tree, runs,
+                 envs.spec(run_config.task, run_config.env_kwargs))
 
 
 def _init_and_compile(fns: StepFns, layout: Layout, runs, hyper, host, eval_episodes: int, phases):
@@ -95,16 +128,18 @@ def _start_envs(task: str, mine, num_envs: int, env_kwargs: dict, ckpt: Checkpoi
         raise session_lib.env_error(failure, None, "first reset", last_good, run) from None
 
 
-def _start_wandb(settings, workdir: str, mine, run_config, resume: bool, layout: Layout):
-    """The W&B runs of this process's runs (None without ``settings``), started before compiling;
+def _start_wandb(rc: RunConfig, workdir: str, mine, wandb_config: dict | None, resume: bool, layout: Layout):
+    """The W&B runs of this process's runs (None unless ``rc.wandb``), started before compiling;
     a failure in any process stops every process with one line."""
-    if settings is None:
+    if not rc.wandb:
         return None
-    from rfm_jax.infra.wandb_sink import WandbSink
+    from rfm_jax.infra.wandb_sink import WandbSettings, WandbSink
 
     sink, error = None, None
     try:
-        sink = WandbSink(workdir, [r.name for r in mine], settings, run_config or {}, resume)
+        sink = WandbSink(workdir, [r.name for r in mine], WandbSettings(rc.wandb_project, rc.wandb_entity,
+                                                                       rc.wandb_group),
+                         wandb_config if wandb_config is not None else rc.to_dict(), resume)
     except RuntimeError as e:
         error = e
     if layout.any_of([error is not None])[0]:
@@ -114,94 +149,42 @@ def _start_wandb(settings, workdir: str, mine, run_config, resume: bool, layout:
     return sink
 
 
-def train(
-    *,
-    task: str,
-    seeds,
-    workdir: str,
-    agent_kwargs: dict,
-    hyper: dict | None = None,
-    algo: str = "rfm",
-    sweep: dict | None = None,
-    num_envs: int = 1,
-    total_steps: int,
-    warmup_steps: int,
-    batch_size: int,
-    replay_capacity: int,
-    updates_per_step: int = 1,
-    eval_every: int,
-    eval_episodes: int,
-    eval_mode: str = "fixed",
-    log_every: int,
-    checkpoint_every: int,
-    resume: bool = False,
-    stop_after: int | None = None,
-    progress=None,
-    video: bool = False,
-    devices=None,
-    env_kwargs: dict | None = None,
-    wandb=None,
-    run_config: dict | None = None,
-) -> Trained:
-    """Train agent ``algo`` (built from ``agent_kwargs``; ``hyper`` overrides its default
-    hyperparameters) on ``task`` for every run of ``seeds`` x ``sweep`` ({field: [values]}), in one
-    program whose run axis is sharded over ``devices`` (default: every device of every process;
-    the number of runs must be a multiple of their count).  Returns ``Trained``.
+def train(run_config: RunConfig, setup: Setup, *, workdir: str, resume: bool = False, stop_after: int | None = None,
+          progress=None, devices=None, wandb_config: dict | None = None) -> Trained:
+    """Train ``setup`` (``build(run_config, algo, ...)``) under ``run_config``'s protocol, every
+    run of the setup (seeds x sweep) in one program whose run axis is sharded over ``devices``
+    (default: every device of every process; the number of runs must be a multiple of their
+    count).  Returns ``Trained``.
 
     ``stop_after`` ends the session (with a checkpoint) once env step ``stop_after`` is reached (an
     absolute step, as a kill would).  A run with no checkpoint in ``workdir`` starts from scratch
     and overwrites its metrics.  A signal during an evaluation is handled after the evaluation.
     ``progress(step, total, info)`` is called every step with a dict of display values (or None).
-    ``video`` films each run's first evaluation episode at every evaluation to
+    ``run_config.video`` films each run's first evaluation episode at every evaluation to
     ``<workdir>/videos/<run>/step<N>.mp4`` (``envs.Recorder``; without a renderer one warning is
-    logged and training goes on).  ``env_kwargs`` are the Gymnasium env's keyword arguments.
-    ``wandb`` (``rfm_jax.infra.wandb_sink.WandbSettings``) also logs every row to W&B, with
-    ``run_config`` as each W&B run's config.
+    logged and training goes on).  ``run_config.wandb`` also logs every row to W&B, with
+    ``wandb_config`` (default: the run config) as each W&B run's config.
     """
-    if eval_mode not in EVAL_MODES:
-        raise ValueError(f"train: `eval_mode` must be one of {EVAL_MODES}, got {eval_mode!r}.")
-    hyper_values, seeds_in = dict(hyper or {}), [int(s) for s in seeds]
-    env_kwargs = dict(env_kwargs or {})
-    agent, hyper, runs = build(task, algo, agent_kwargs, hyper_values, seeds_in, sweep, env_kwargs)
+    rc, runs = run_config, setup.runs
     layout = Layout.make(len(runs), devices)
     mine = [runs[i] for i in layout.local]  # the runs this process steps, logs and checkpoints
-    spec = envs.spec(task, env_kwargs)
-    step_kwargs = dict(num_envs=num_envs, replay_capacity=replay_capacity, batch_size=batch_size,
-                       updates_per_step=updates_per_step)
-    fns = compile_seeds(make_step_fns(agent, obs_dim=spec.obs_dim, action_dim=spec.action_dim, **step_kwargs),
+    spec = setup.spec
+    step_kwargs = dict(num_envs=rc.num_envs, replay_capacity=rc.replay_capacity, batch_size=rc.batch_size,
+                       updates_per_step=rc.updates_per_step)
+    fns = compile_seeds(make_step_fns(setup.agent, obs_dim=spec.obs_dim, action_dim=spec.action_dim, **step_kwargs),
                         layout.sharding)
     with stop_on_signal() as stop:
         if jax.process_index() == 0:
-            os.makedirs(workdir, exist_ok=True)
-            with open(os.path.join(workdir, SETUP_FILE), "w") as f:  # what load_policy rebuilds the agent from
-                json.dump({"task": task, "algo": algo, "agent_kwargs": agent_kwargs, "hyper": hyper_values,
-                           "seeds": seeds_in, "sweep": sweep, "step_fns": step_kwargs,
-                           "runs": [r.name for r in runs], **({"env_kwargs": env_kwargs} if env_kwargs else {})},
-                          f, indent=2)
+            _write_setup(workdir, rc, setup, step_kwargs)
         ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), layout)
         latest = ckpt.latest_step() if resume else None
-        env, first_obs = _start_envs(task, mine, num_envs, env_kwargs, ckpt)
+        env, first_obs = _start_envs(rc.task, mine, rc.num_envs, rc.env_kwargs, ckpt)
         pending = jax.tree.map(lambda x: np.zeros((len(mine), *x.shape), x.dtype),
-                               empty_transitions(num_envs, spec.obs_dim, spec.action_dim))
-        host = session_lib.Host(obs=first_obs, valid=np.zeros((len(mine), num_envs), bool), pending=pending,
+                               empty_transitions(rc.num_envs, spec.obs_dim, spec.action_dim))
+        host = session_lib.Host(obs=first_obs, valid=np.zeros((len(mine), rc.num_envs), bool), pending=pending,
                                 last_eval=[None] * len(mine), train_returns=np.full(len(mine), np.nan), sums={})
-        sink = _start_wandb(wandb, workdir, mine, run_config, latest is not None, layout)
-        phases = ("train",) if latest is not None and latest >= warmup_steps else ("warmup", "train")
-        if (stop_after is not None and stop_after <= warmup_steps) or total_steps <= warmup_steps:
-            phases = ("warmup",)
-        print(f"Compiling the step functions of {len(runs)} run(s) on {len(layout.mesh.devices)} device(s) "
-              f"({', '.join(phases)}, evaluation)...", flush=True)
-        t_compile = time.time()
-        try:
-            state, fast = wait_interruptibly(lambda: _init_and_compile(fns, layout, runs, hyper, host, eval_episodes,
-                                                                       phases), stop)
-        except Interrupted as error:
-            last_good = ckpt.latest_step()
-            ckpt.close()
-            then = (f"--resume continues from checkpoint step {last_good}" if last_good is not None
-                    else "no checkpoint yet: --resume starts from step 0")
-            raise Interrupted(f"{error}: stopped before the first step, nothing to save; {then}") from None
-        print(f"Compiled in {time.time() - t_compile:.1f} s.", flush=True)
+        sink = _start_wandb(rc, workdir, mine, wandb_config, latest is not None, layout)
+        state, fast = _compile(rc, fns, layout, setup, host, ckpt, stop, latest, stop_after)
         start, elapsed0, meta = 0, 0.0, {}
         if latest is not None:
             latest, state, records, meta = ckpt.restore_latest_good(state)
@@ -211,11 +194,41 @@ def train(
         # Rows after the checkpoint (or every row, starting afresh) belong to a session that died.
         writer = MetricsWriter(workdir, [r.name for r in mine], resume_step=start if latest is not None else -1,
                                wandb=sink)
-        session = session_lib.Session(fast, layout, env, ckpt, writer, runs, mine, host, state, stop, meta, elapsed0,
-                                      task=task, workdir=workdir, eval_episodes=eval_episodes, eval_mode=eval_mode,
-                                      video=video, env_kwargs=env_kwargs)
-        step = session.loop(start, total_steps if stop_after is None else min(total_steps, stop_after),
-                            total_steps=total_steps, warmup_steps=warmup_steps, log_every=log_every,
-                            eval_every=eval_every, checkpoint_every=checkpoint_every, progress=progress)
-        summary = session.finish(step, algo, sweep)
-    return Trained(summary=summary, state=session.state, agent=agent, runs=runs, step_fns=fns)
+        session = session_lib.Session(rc, workdir, session_lib.Parts(fast, layout, env, ckpt, writer), runs, mine,
+                                      host, state, stop, meta, elapsed0)
+        step = session.loop(start, rc.total_steps if stop_after is None else min(rc.total_steps, stop_after),
+                            progress=progress)
+        summary = session.finish(step, setup.algo, setup.sweep)
+    return Trained(summary=summary, state=session.state, agent=setup.agent, runs=runs, step_fns=fns)
+
+
+def _write_setup(workdir: str, rc: RunConfig, setup: Setup, step_kwargs: dict) -> None:
+    """``setup.json``: what ``load_policy`` rebuilds the agent from."""
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, SETUP_FILE), "w") as f:
+        json.dump({"task": rc.task, "algo": setup.algo, "agent_kwargs": setup.agent_kwargs,
+                   "hyper": setup.hyper_values, "seeds": rc.seeds, "sweep": setup.sweep, "step_fns": step_kwargs,
+                   "runs": [r.name for r in setup.runs], **({"env_kwargs": rc.env_kwargs} if rc.env_kwargs else {})},
+                  f, indent=2)
+
+
+def _compile(rc: RunConfig, fns: StepFns, layout: Layout, setup: Setup, host, ckpt, stop, latest, stop_after):
+    """(initial state, compiled step functions) of the phases this session runs; a signal while
+    compiling raises ``Interrupted`` naming the checkpoint ``--resume`` continues from."""
+    phases = ("train",) if latest is not None and latest >= rc.warmup_steps else ("warmup", "train")
+    if (stop_after is not None and stop_after <= rc.warmup_steps) or rc.total_steps <= rc.warmup_steps:
+        phases = ("warmup",)
+    print(f"Compiling the step functions of {len(setup.runs)} run(s) on {len(layout.mesh.devices)} device(s) "
+          f"({', '.join(phases)}, evaluation)...", flush=True)
+    t_compile = time.time()
+    try:
+        out = wait_interruptibly(lambda: _init_and_compile(fns, layout, setup.runs, setup.hyper, host,
+                                                           rc.eval_episodes, phases), stop)
+    except Interrupted as error:
+        last_good = ckpt.latest_step()
+        ckpt.close()
+        then = (f"--resume continues from checkpoint step {last_good}" if last_good is not None
+                else "no checkpoint yet: --resume starts from step 0")
+        raise Interrupted(f"{error}: stopped before the first step, nothing to save; {then}") from None
+    print(f"Compiled in {time.time() - t_compile:.1f} s.", flush=True)
+    return out

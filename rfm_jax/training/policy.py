@@ -64,8 +64,8 @@ def load_policy(workdir: str, run: int | str = 0) -> Policy:
     if not isinstance(index, int) or not 0 <= index < len(names):
         raise ValueError(f"load_policy: no run {run!r} in {workdir}; runs: {', '.join(names)}.")
     env_kwargs = setup.get("env_kwargs", {})
-    agent, hyper, runs = loop.build(setup["task"], setup["algo"], _tuples(setup["agent_kwargs"]), setup["hyper"],
-                                    setup["seeds"], setup["sweep"], env_kwargs)
+    agent, hyper, runs = loop.build_agent(setup["task"], setup["algo"], _tuples(setup["agent_kwargs"]),
+                                          setup["hyper"], setup["seeds"], setup["sweep"], env_kwargs)
     spec = envs.spec(setup["task"], env_kwargs)
     fns = compile_seeds(make_step_fns(agent, obs_dim=spec.obs_dim, action_dim=spec.action_dim, **setup["step_fns"]))
     like = jax.eval_shape(fns.init, jnp.stack([jax.random.PRNGKey(r.seed) for r in runs]), hyper)

@@ -12,26 +12,15 @@ takes it over seeds.  Slots [0, size) are filled; writes go to ``ptr`` and wrap 
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import jax
 import jax.numpy as jnp
 from flax import struct
 
+from rfm_jax.method.transition import Transition
 from rfm_jax.method.validation import check_positive_int, check_rank
 
 Array = jax.Array
-
-
-class Transition(NamedTuple):
-    """One transition (or a batch with a leading axis).  ``discount`` is the env's (1 at a time
-    limit, 0 at a true terminal); ``next_obs`` is the true next observation."""
-
-    obs: Array  # [O]
-    action: Array  # [A] in [-1, 1]
-    reward: Array  # []
-    discount: Array  # []
-    next_obs: Array  # [O]
+__all__ = ["ReplayState", "Transition", "add", "add_and_sample", "init", "sample"]
 
 
 @struct.dataclass

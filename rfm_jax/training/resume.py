@@ -16,6 +16,7 @@ import os
 
 from rfm_jax.infra.checkpoints import complete_steps, read_meta
 from rfm_jax.infra.guards import UserError
+from rfm_jax.training.run_config import ADDED
 
 CONFIG_FILE = "config.json"  # in the workdir: the run's config, written before training
 # Fields that may differ between a run and its resume (they change no array's shape): e.g. lower
@@ -86,9 +87,9 @@ def check_resume(workdir: str, config, latest: int | None, log=_say) -> None:
     the newest checkpoint ``latest`` or whose process count differs from the checkpoint's."""
     from rfm_jax.training.loop import SETUP_FILE  # what load_policy rebuilds the agent from
 
-    saved = _renamed(_flat(read_run_file(workdir, CONFIG_FILE)))
+    saved = {**ADDED, **_renamed(_flat(read_run_file(workdir, CONFIG_FILE)))}  # runs from before a field
     read_run_file(workdir, SETUP_FILE)
-    current = _renamed(_flat(json.loads(config.to_json())))
+    current = {**ADDED, **_renamed(_flat(json.loads(config.to_json())))}
     changed = [k for k in sorted(set(saved) | set(current)) if saved.get(k) != current.get(k)
                and k not in RESUMABLE_CHANGES]
     if changed:

@@ -15,7 +15,6 @@ file or flag) before anything is compiled or written.
 
 from __future__ import annotations
 
-import difflib
 import json
 import math
 import os
@@ -26,48 +25,23 @@ import time
 from rfm_jax.infra.guards import UserError
 from rfm_jax.infra.provenance import PROVENANCE, record_session
 from rfm_jax.training.resume import CONFIG_FILE, resume_step
+from rfm_jax.training.run_config import RunConfig, RunConfigError
 from rfm_jax.training.sweeps import sweep_values
-
-RUN_FIELDS = ("num_seeds", "num_envs", "total_steps", "batch_size", "replay_capacity", "updates_per_step",
-              "eval_every", "eval_episodes", "log_every", "checkpoint_every")
-
-
-def _positive(errors, name, value, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        errors.append(f"config.{name} must be an integer >= {minimum}, got {value!r}")
 
 
 def validate(config) -> list[str]:
-    """Every problem of the run fields of ``config``, named by field, before anything is built.
-    The agent's own fields are checked by its factory and ``check_hyper`` (``setup``)."""
+    """Every problem of ``config``'s run fields (``RunConfig``), its algo and its sweep, named by
+    field, before anything is built.  The agent's own fields are checked by its factory and
+    ``check_hyper`` (``setup``)."""
     from rfm_jax.agents import REGISTRY
-    from rfm_jax.training.loop import EVAL_MODES
 
     errors = []
     if config.get("algo") not in REGISTRY:
         errors.append(f"config.algo must be one of {sorted(REGISTRY)}, got {config.get('algo')!r}")
-    errors += _task_errors(config)
-    if config.get("wandb", False):
-        from rfm_jax.infra.wandb_sink import missing
-
-        if missing():
-            errors.append(missing())
-    for name in RUN_FIELDS:
-        _positive(errors, name, config[name])
-    _positive(errors, "seed", config.seed, 0)
-    _positive(errors, "warmup_steps", config.warmup_steps, 1)  # the first update needs a stored transition
-    if isinstance(config.warmup_steps, int) and isinstance(config.total_steps, int):
-        if config.warmup_steps > config.total_steps:
-            errors.append(f"config.warmup_steps ({config.warmup_steps}) exceeds config.total_steps "
-                          f"({config.total_steps}): the run would never update")
-    if config.eval_mode not in EVAL_MODES:
-        errors.append(f"config.eval_mode must be one of {EVAL_MODES}, got {config.eval_mode!r}")
-    if isinstance(config.batch_size, int) and isinstance(config.replay_capacity, int):
-        if config.batch_size > config.replay_capacity:
-            errors.append(f"config.batch_size ({config.batch_size}) exceeds config.replay_capacity "
-                          f"({config.replay_capacity})")
-        if config.num_envs > config.replay_capacity:
-            errors.append(f"config.num_envs ({config.num_envs}) exceeds config.replay_capacity")
+    try:
+        RunConfig.from_config(config)
+    except RunConfigError as error:
+        errors += error.problems
     try:
         sweep_values(config)
     except ValueError as e:
@@ -75,41 +49,24 @@ def validate(config) -> list[str]:
     return errors
 
 
-def env_kwargs(config) -> dict:
-    """``config.env_kwargs`` as a dict (absent in configs written before it existed)."""
-    return dict(config.get("env_kwargs") or {})
+def checked(config) -> tuple[RunConfig, dict]:
+    """(the run config, the sweep) of ``config``; every problem ``validate`` finds is one ``UserError``."""
+    errors = validate(config)
+    if errors:
+        raise UserError("invalid config: " + "; ".join(errors))
+    return RunConfig.from_config(config), sweep_values(config)
 
 
-def _task_errors(config) -> list[str]:
-    """The task's problems: an unknown name, unsupported spaces, bad env_kwargs (one line each)."""
-    from rfm_jax import envs
-
-    kwargs = config.get("env_kwargs") or {}
-    if not isinstance(kwargs, dict):
-        return [f"config.env_kwargs must be a dict of Gymnasium keyword arguments, got {kwargs!r}"]
-    if isinstance(config.task, str) and envs.backend(config.task)[0].__name__.endswith(".dmc"):
-        name = envs.backend(config.task)[1]
-        if name not in envs.TASKS:
-            close = difflib.get_close_matches(name, envs.TASKS, n=3)
-            return [f"config.task {config.task!r} is not a DMC task" + (f"; did you mean {' or '.join(close)}?"
-                    if close else "") + f" Valid names: {', '.join(envs.TASKS)}, or gym:<Gymnasium id>"]
-    try:
-        envs.check_task(config.task, kwargs)
-    except ValueError as error:
-        return [f"config.task: {error}"]
-    return []
-
-
-def setup(config):
-    """(agent, per-run hyper, runs) of ``config``: the factory's and ``check_hyper``'s checks as
+def setup(config, run_config: RunConfig | None = None, sweep: dict | None = None):
+    """The ``loop.Setup`` of ``config`` (built once): the factory's and ``check_hyper``'s checks as
     one-line ``UserError``s naming the config field."""
     from rfm_jax.agents import config_kwargs
     from rfm_jax.training.loop import build
 
-    seeds = [config.seed + i for i in range(config.num_seeds)]
+    if run_config is None:
+        run_config, sweep = checked(config)
     try:
-        return build(config.task, config.algo, config_kwargs(config.agent), dict(config.hyper), seeds,
-                     sweep_values(config), env_kwargs(config))
+        return build(run_config, config.algo, config_kwargs(config.agent), dict(config.hyper), sweep)
     except ValueError as e:
         raise UserError(f"Invalid config: {_config_field(config, str(e))}{e}") from None
 
@@ -123,25 +80,25 @@ def _config_field(config, message: str) -> str:
     return f"config.{group}.{match.group(2)}: " if group else ""
 
 
-def dry_run_report(config) -> dict:
-    """Build the agent of ``config``, print its networks' parameter counts (and the update's GMAC
-    where ``rfm_jax.infra.macs`` counts that agent) and return them; nothing is trained or written."""
+def dry_run_report(config, built=None) -> dict:
+    """Build the agent of ``config`` (or take ``built``, its ``loop.Setup``), print its networks'
+    parameter counts (and the update's GMAC where ``rfm_jax.infra.macs`` counts that agent) and
+    return them; nothing is trained or written."""
     import jax
 
-    from rfm_jax import envs
     from rfm_jax.agents import config_kwargs
     from rfm_jax.infra.macs import COSTS
     from rfm_jax.networks import param_count
 
-    agent, hyper, runs = setup(config)
-    spec = envs.spec(config.task, env_kwargs(config))
-    state = jax.eval_shape(agent.init, jax.random.PRNGKey(config.seed), jax.tree.map(lambda x: x[0], hyper))
+    built = built or setup(config)
+    agent, spec = built.agent, built.spec
+    state = jax.eval_shape(agent.init, jax.random.PRNGKey(config.seed), jax.tree.map(lambda x: x[0], built.hyper))
     counts = {"actor": param_count(state.actor_params), "critics": param_count(state.critic_params)}
-    print(f"{config.algo} on {config.task}: obs {spec.obs_dim}, action {spec.action_dim}, {len(runs)} run(s), "
+    print(f"{config.algo} on {config.task}: obs {spec.obs_dim}, action {spec.action_dim}, {len(built.runs)} run(s), "
           f"backend {jax.default_backend()}")
     print(f"parameters: actor {counts['actor']:,}, critics {counts['critics']:,} "
           f"({config.agent.num_critics} x {counts['critics'] // config.agent.num_critics:,})")
-    out = {"algo": config.algo, "task": config.task, "runs": [r.name for r in runs], "params": counts}
+    out = {"algo": config.algo, "task": config.task, "runs": [r.name for r in built.runs], "params": counts}
     if config.algo in COSTS:
         macs = COSTS[config.algo](obs_dim=spec.obs_dim, action_dim=spec.action_dim, batch_size=config.batch_size,
                                   **config_kwargs(config.agent))
@@ -225,26 +182,26 @@ def run(config, workdir: str | None, resume: bool = False, *, stop_after: int | 
     with ``dry_run`` the parameter and GMAC report.  See the module docstring."""
     import jax
 
-    errors = validate(config)
-    if errors:
-        raise UserError("invalid config: " + "; ".join(errors))
+    from rfm_jax.training.loop import train
+
+    run_config, sweep = checked(config)
     if dry_run:
-        return dry_run_report(config)
+        return dry_run_report(config, setup(config, run_config, sweep))
     join_processes(coordinator, num_processes, process_id, distributed, num_devices)  # before JAX's backend
-    _, _, runs = setup(config)  # the agent's checks, before anything is written
+    built = setup(config, run_config, sweep)  # the agent's checks, before anything is written
     if workdir is None:
         raise UserError("--workdir is required (except with --dry_run)")
-    devices = run_devices(len(runs), num_devices)
+    devices = run_devices(len(built.runs), num_devices)
     lead = jax.process_index() == 0
     start = resume_step(workdir, config, resume)
     if lead:  # process 0 writes the run's own files; every process writes its runs' metrics
         _write_run_files(workdir, config, start is not None)
-    bar = Progress(start or 0, config.total_steps) if progress and lead else None
-    sweep = sweep_values(config)
-    print(f"Training {config.algo} on {config.task} with seeds {[config.seed + i for i in range(config.num_seeds)]}"
+    bar = Progress(start or 0, run_config.total_steps) if progress and lead else None
+    print(f"Training {config.algo} on {run_config.task} with seeds {run_config.seeds}"
           + (f" x sweep {sweep}" if sweep else "") + f" into {workdir}", flush=True)
     try:
-        summary = _train(config, workdir, start is not None, stop_after, bar, devices)
+        summary = train(run_config, built, workdir=workdir, resume=start is not None, stop_after=stop_after,
+                        progress=bar, devices=devices, wandb_config=json.loads(config.to_json())).summary
     finally:
         if bar is not None:
             bar.close()
@@ -269,24 +226,3 @@ def _write_atomically(path: str, text: str) -> None:
     with open(path + ".tmp", "w") as f:
         f.write(text)
     os.replace(path + ".tmp", path)
-
-
-def _train(config, workdir, resume, stop_after, progress, devices) -> dict:
-    from rfm_jax.agents import config_kwargs
-    from rfm_jax.infra.wandb_sink import WandbSettings
-    from rfm_jax.training.loop import train
-
-    wandb = None
-    if config.get("wandb", False):
-        wandb = WandbSettings(config.wandb_project, config.wandb_entity, config.wandb_group)
-
-    return train(
-        task=config.task, seeds=[config.seed + i for i in range(config.num_seeds)], workdir=workdir,
-        algo=config.algo, agent_kwargs=config_kwargs(config.agent), hyper=dict(config.hyper),
-        sweep=sweep_values(config), num_envs=config.num_envs, total_steps=config.total_steps,
-        warmup_steps=config.warmup_steps, batch_size=config.batch_size, replay_capacity=config.replay_capacity,
-        updates_per_step=config.updates_per_step, eval_every=config.eval_every, eval_episodes=config.eval_episodes,
-        eval_mode=config.eval_mode, log_every=config.log_every, checkpoint_every=config.checkpoint_every,
-        resume=resume, stop_after=stop_after, progress=progress, video=config.video, devices=devices,
-        env_kwargs=env_kwargs(config), wandb=wandb, run_config=json.loads(config.to_json()),
-    ).summary

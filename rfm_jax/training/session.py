@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import pickle
 import time
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -85,30 +85,42 @@ def env_error(failure: envs.EnvFailure, step: int | None, phase: str, last_good:
     return EnvError(f"{failure} ({', '.join(where)}); {then} once the env is fixed", env_traceback(failure.__cause__))
 
 
-class Session:
-    """One session of ``train``'s host loop: the train state, this process's envs, host arrays,
-    writers and counters between env steps (private; everything it holds is checkpointed)."""
+class Parts(NamedTuple):
+    """What a session drives: the compiled step functions, the device layout, this process's envs,
+    the checkpointer and the metrics writer."""
 
-    def __init__(self, fns, layout, env, ckpt, writer, runs, mine, host, state, stop, meta, elapsed0, *, task,
-                 workdir, eval_episodes, eval_mode, video, env_kwargs=None):
-        self.fns, self.layout, self.env, self.ckpt, self.writer = fns, layout, env, ckpt, writer
+    fns: Any
+    layout: Any
+    env: Any
+    ckpt: Any
+    writer: Any
+
+
+class Session:
+    """One session of ``train``'s host loop under ``run_config``: the train state, this process's
+    envs, host arrays, writers and counters between env steps (private; everything it holds is
+    checkpointed)."""
+
+    def __init__(self, run_config, workdir: str, parts: Parts, runs, mine, host, state, stop, meta, elapsed0):
+        self.rc, self.workdir = run_config, workdir
+        self.fns, self.layout, self.env, self.ckpt, self.writer = parts
         self.runs, self.mine, self.host, self.state, self.stop = runs, mine, host, state, stop
-        self.task, self.workdir, self.eval_episodes, self.eval_mode = task, workdir, eval_episodes, eval_mode
-        self.env_kwargs = env_kwargs
+        self.task = run_config.task
         self.counts = {k: int(v) for k, v in meta.get("log_counts", {}).items()}
         self.num_evals, self.elapsed0, self.t0 = int(meta.get("num_evals", 0)), elapsed0, time.time()
-        self.video_switch = {"on": bool(video)}  # shared by the recorders: off after the first failure
+        self.video_switch = {"on": bool(run_config.video)}  # shared by the recorders: off after the first failure
 
     def wall(self) -> float:
         return self.elapsed0 + time.time() - self.t0
 
-    def loop(self, start, end, *, total_steps, warmup_steps, log_every, eval_every, checkpoint_every, progress):
+    def loop(self, start: int, end: int, progress=None) -> int:
         """Env steps ``start`` .. ``end`` (or until a signal); returns the step reached."""
+        rc = self.rc
         step, t_log, step_sps = start, time.time(), start
         if start == 0:
             self.evaluate(0)  # the initial policy, as the reference protocol does
         while step < end:
-            fn = self.fns.warmup_step if step < warmup_steps else self.fns.train_step
+            fn = self.fns.warmup_step if step < rc.warmup_steps else self.fns.train_step
             host = self.host
             self.state, actions, metrics = fn(self.state, *self.layout.to_global((host.pending, host.valid, host.obs)))
             actions, metrics = self.layout.to_local((actions, metrics))  # one transfer per step
@@ -127,16 +139,16 @@ class Session:
             if failed_anywhere:
                 self.stop_env_failure(failure, step + 1, "training")
             step += 1
-            if step % log_every == 0 or step == total_steps:
+            if step % rc.log_every == 0 or step == rc.total_steps:
                 sps = (step - step_sps) / max(time.time() - t_log, 1e-9)
                 self.log(step, sps)
                 t_log, step_sps = time.time(), step
-            if step % eval_every == 0 or step == total_steps:
+            if step % rc.eval_every == 0 or step == rc.total_steps:
                 self.evaluate(step)
-            if step % checkpoint_every == 0 or step == end or stop:
+            if step % rc.checkpoint_every == 0 or step == end or stop:
                 self.save(step)
             if progress is not None:
-                progress(step, total_steps, {"eval": self.host.last_eval, "warmup": step < warmup_steps})
+                progress(step, rc.total_steps, {"eval": self.host.last_eval, "warmup": step < rc.warmup_steps})
             if stop:
                 break
         return step
@@ -175,8 +187,8 @@ class Session:
                                        self.video_switch) for r in self.mine]
         try:
             returns = evaluate(self.fns, self.state.agent, task=self.task, seeds=[r.seed for r in self.mine],
-                               episodes=self.eval_episodes, eval_index=self.num_evals, mode=self.eval_mode,
-                               recorders=recorders, layout=self.layout, env_kwargs=self.env_kwargs)
+                               episodes=self.rc.eval_episodes, eval_index=self.num_evals, mode=self.rc.eval_mode,
+                               recorders=recorders, layout=self.layout, env_kwargs=self.rc.env_kwargs)
         except envs.EnvFailure as failure:
             self.stop_env_failure(failure, step, "evaluation")
         self.num_evals += 1

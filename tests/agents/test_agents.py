@@ -111,6 +111,7 @@ def test_sweeps_expand_seed_major_and_refuse_non_leaves():
         sweeps.expand([0], {"temperature": [0.1, 0.1]}, agent.hyper)
 
 
+@pytest.mark.slow
 def test_a_swept_value_trains_as_its_own_run():
     """Run r of a sweep equals a single run with that value (same seed, same program shape)."""
     agent = make_agent("rfm", obs_dim=OBS, action_dim=ACT, **tiny("rfm"))
@@ -128,6 +129,7 @@ def test_a_swept_value_trains_as_its_own_run():
     assert any(differ)
 
 
+@pytest.mark.slow
 def test_qne_is_rfm_with_a_diffusion_policy_and_eta_zero():
     """QNE's update is RFM's with policy="diffusion", control_variate="none" (the eta = 0 estimator)
     and the DDIM's clean latent clipped at U_MAX: the same parameters after three updates from the
@@ -149,6 +151,7 @@ def test_qne_is_rfm_with_a_diffusion_policy_and_eta_zero():
         make_agent("qne", **{**kwargs, "num_posterior_particles": 0})
 
 
+@pytest.mark.slow
 def test_dqs_is_rfm_with_a_ve_diffusion_policy_and_eta_one():
     """DQS's update is RFM's with policy="diffusion" on the VE path and the fixed eta = 1 estimator
     (the score network's sigma^2-weighted loss is the epsilon loss): the same parameters after

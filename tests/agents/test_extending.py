@@ -15,6 +15,8 @@ import pytest
 
 from rfm_jax.agents import SPECS, config_kwargs, make_agent
 
+pytestmark = pytest.mark.slow  # subprocesses or training runs: not in the fast lane (docs/guide.md)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 IGNORE = shutil.ignore_patterns("__pycache__", "results", "*.pyc")
 

@@ -17,12 +17,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rfm_jax._speed import min_critic
 from rfm_jax.agents import base, make_agent, particles
 from rfm_jax.agents.rfm import UpdateNoise
 from rfm_jax.method import losses, schedules
 from rfm_jax.method.estimators import posterior_mean, tanh_boltzmann_log_prob
-from rfm_jax.networks import CriticEnsemble, PolicyNet
+from rfm_jax.networks import CriticEnsemble, PolicyNet, min_critic
 from rfm_jax.training import replay
 
 FIXTURE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "fixtures", "official_update_small.npz")
@@ -236,6 +235,7 @@ def test_one_whole_update_matches():
 
 
 @pytest.mark.skipif(os.environ.get("RFM_JAX_GOLDEN_CHILD") == "1", reason="this is the child run")
+@pytest.mark.slow
 def test_golden_updates_match_on_plain_jax():
     """The tests above again in a process on plain JAX (RFM_JAX_PLAIN=1: no speed device of
     rfm_jax._speed, no XLA CPU flag defaults)."""

@@ -25,6 +25,8 @@ import pytest
 from rfm_jax.agents import REGISTRY, make_agent
 from rfm_jax.training import replay
 
+pytestmark = pytest.mark.slow  # subprocesses or training runs: not in the fast lane (docs/guide.md)
+
 OBS, ACT, BATCH, STEPS, SEEDS = 2, 1, 64, 900, 5
 def best_action(obs):
     return 0.5 * jnp.tanh(obs[..., :1])

@@ -73,6 +73,7 @@ def test_act_is_in_bounds_and_greedy_is_deterministic(policy):
         dict(sample_chunk=0),
     ],
 )
+@pytest.mark.slow
 def test_every_mode_compiles_and_is_finite(options):
     agent = make_rfm(obs_dim=OBS, action_dim=ACT, **{**TINY, **options})
     state = agent.init(jax.random.PRNGKey(0), RFMHyper(eta=1.0))

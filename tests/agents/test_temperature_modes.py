@@ -41,6 +41,7 @@ def _updates(agent, hyper, steps=4):
 
 @pytest.mark.parametrize("name", BOLTZMANN)
 @pytest.mark.parametrize("mode", ["ess", "entropy"])
+@pytest.mark.slow
 def test_each_update_takes_the_dual_ascent_step_on_its_own_estimate(name, mode):
     agent = make_agent(name, obs_dim=OBS, action_dim=ACT, **{**presets.settings(name), "temperature_mode": mode})
     hyper = agent.hyper.replace(temperature=0.05, temperature_lr=0.5)

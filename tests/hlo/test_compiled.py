@@ -55,6 +55,7 @@ def test_padded_dense_compiles_a_product_padded_to_8_columns(features):
     assert f"f32[64,{width}]" in hlo, f"no [64, {width}] product in the compiled head"
 
 
+@pytest.mark.slow
 def test_train_step_writes_the_buffer_in_place():
     """The compiled train step copies no replay-sized array (it did: a 250k-slot buffer cost 5 ms a step)."""
     from rfm_jax.agents import make_agent

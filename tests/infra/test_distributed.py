@@ -18,6 +18,9 @@ import textwrap
 import time
 
 import numpy as np
+import pytest
+
+pytestmark = pytest.mark.slow  # subprocesses or training runs: not in the fast lane (docs/guide.md)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RUN = os.path.join(ROOT, "experiments", "run.py")
@@ -61,7 +64,7 @@ def _compare(workdir_a, workdir_b, name, what):
 SHARDED = textwrap.dedent("""
     import json, os, sys
     import jax
-    from rfm_jax.training.loop import train
+    from rfm_jax.training.loop import RunConfig, build, train
     sys.path.insert(0, os.path.join({root!r}, "experiments"))
     from configs import rfm
     from rfm_jax.agents import config_kwargs
@@ -69,10 +72,11 @@ SHARDED = textwrap.dedent("""
     out = {{}}
     two, one = {{"temperature": [0.01, 0.02]}}, jax.devices()[:1]
     for name, sweep, devices in [("r4_d4", None, None), ("r8_d4", two, None), ("r8_d1", two, one)]:
-        trained = train(task=c.task, seeds=range(4), workdir=os.path.join({tmp!r}, name),
-                        agent_kwargs=config_kwargs(c.agent), hyper=dict(c.hyper), sweep=sweep, total_steps=200,
-                        warmup_steps=100, batch_size=c.batch_size, replay_capacity=c.replay_capacity,
-                        eval_every=200, eval_episodes=1, log_every=50, checkpoint_every=100, devices=devices)
+        rc = RunConfig.for_task(c.task, num_seeds=4, total_steps=200, warmup_steps=100, batch_size=c.batch_size,
+                                replay_capacity=c.replay_capacity, eval_every=200, eval_episodes=1, log_every=50,
+                                checkpoint_every=100)
+        trained = train(rc, build(rc, "rfm", config_kwargs(c.agent), dict(c.hyper), sweep),
+                        workdir=os.path.join({tmp!r}, name), devices=devices)
         out[name] = {{"devices": len(jax.devices() if devices is None else devices),
                       "runs": trained.summary["runs"],
                       "shards": len(jax.tree.leaves(trained.state)[0].sharding.device_set)}}

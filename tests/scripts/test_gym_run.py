@@ -13,6 +13,8 @@ import time
 
 import pytest
 
+pytestmark = pytest.mark.slow  # subprocesses or training runs: not in the fast lane (docs/guide.md)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RUN = os.path.join(ROOT, "experiments", "run.py")
 USER_ENVS = os.path.join(ROOT, "tests", "envs")

@@ -9,6 +9,9 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
+
+pytestmark = pytest.mark.slow  # subprocesses or training runs: not in the fast lane (docs/guide.md)
 
 README = pathlib.Path(__file__).resolve().parents[2] / "README.md"
 

@@ -1,4 +1,4 @@
-"""rfm_jax._speed.min_critic: min_k Q_k and its action gradient through the argmin critic, against autodiff
+"""rfm_jax.networks.min_critic: min_k Q_k and its action gradient through the argmin critic, against autodiff
 of jnp.min over the CriticEnsemble, under jit, nested vmaps, lax.map chunks and vmapped seeds."""
 
 import jax
@@ -6,8 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rfm_jax._speed import min_critic
-from rfm_jax.networks import CriticEnsemble
+from rfm_jax.networks import CriticEnsemble, min_critic
 
 OBS_DIM, ACTION_DIM, STATES, PARTICLES = 5, 3, 7, 11
 
@@ -106,6 +105,7 @@ def test_derivatives_other_than_the_action_raise():
         jax.grad(lambda o: min_critic.q_min(params, o, u[0, 0]))(obs[0])
 
 
+@pytest.mark.slow
 def test_rfm_update_equals_the_update_with_autodiff_of_the_min(monkeypatch):
     """Three RFM updates (jit, vmap over 2 seeds) with ``min_critic.q_min`` and with plain autodiff
     of jnp.min over the ensemble: the same actor parameters to float32 rounding."""

@@ -14,9 +14,9 @@ import jax.numpy as jnp
 import numpy as np
 import presets
 
-from rfm_jax._speed import min_critic, normal_rows, plain
+from rfm_jax._speed import normal_rows, plain
 from rfm_jax.agents import SPECS, make_agent
-from rfm_jax.networks import CriticEnsemble, PolicyNet, sinusoidal_embedding
+from rfm_jax.networks import CriticEnsemble, PolicyNet, min_critic, sinusoidal_embedding
 from rfm_jax.training.replay import Transition
 
 OBS, ACT, BATCH = 5, 6, 16

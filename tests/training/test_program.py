@@ -3,6 +3,7 @@ single-seed runs, different seeds differ, warm-up fills the buffer."""
 
 import jax
 import numpy as np
+import pytest
 
 from rfm_jax.agents import RFMHyper, make_rfm
 from rfm_jax.training.program import StepFns, compile_seeds, empty_transitions, make_step_fns
@@ -53,6 +54,7 @@ def _run(fns: StepFns, seeds, rows=None, steps=6, warmup=3):
     return state, np.stack(actions, 1)
 
 
+@pytest.mark.slow
 def test_train_step_compiles_once_for_two_seeds():
     traces = []
     fns = compile_seeds(_fns(traces))
@@ -64,6 +66,7 @@ def test_train_step_compiles_once_for_two_seeds():
     np.testing.assert_array_equal(state.agent.updates, [4, 4])
 
 
+@pytest.mark.slow
 def test_vmapped_seeds_equal_single_seed_runs_and_differ():
     fns = compile_seeds(_fns())
     both_state, both = _run(fns, [5, 6])

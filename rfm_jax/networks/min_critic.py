@@ -1,4 +1,5 @@
-"""min_k Q_k(s, a) over a ``CriticEnsemble`` and its action gradient through the argmin critic only.
+"""min_k Q_k(s, a) over a ``CriticEnsemble`` and its action gradient through the argmin critic only
+(a CPU speed device next to the critic whose parameters it reads; ``RFM_JAX_PLAIN=1`` gives autodiff).
 
     q_min(s, a) = min_k Q_k(s, a),      grad_a q_min = grad_a Q_k*(s, a),   k* = argmin_k Q_k(s, a)
 
