@@ -43,12 +43,11 @@ import time
 
 import numpy as np
 
-from rfm_jax.infra.metrics import read_jsonl
+from rfm_jax.infra.metrics import read_workdir
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RUN = os.path.join(HERE, "run.py")
 CONFIG = os.path.join(HERE, "configs", "rfm.py") + ":smoke"
-VOLATILE = ("wall_time", "env_steps_per_s")  # timing, not results
 CASES = ("kill", "signal", "corrupt", "nan", "disk_full", "config", "env")
 
 
@@ -75,13 +74,9 @@ class Runner:
 
 
 def metrics(workdir: str) -> dict:
-    """{file: [rows without timing]} of a workdir's metrics; a torn last line is ignored."""
-    out = {}
-    directory = os.path.join(workdir, "metrics")
-    for name in sorted(os.listdir(directory)) if os.path.isdir(directory) else ():
-        out[name] = [{k: v for k, v in row.items() if k not in VOLATILE}  # repeated steps kept: they are faults
-                     for row in read_jsonl(os.path.join(directory, name))]
-    return out
+    """{file: [rows without timing]} of a workdir's metrics; a torn last line is ignored (repeated
+    steps are kept: they are faults)."""
+    return read_workdir(workdir)
 
 
 def last_logged_step(workdir: str) -> int:

@@ -5,6 +5,7 @@ A task name picks its backend:
     cheetah-run, dmc:cheetah-run      the DeepMind Control Suite (``rfm_jax.envs.dmc``)
     gym:Hopper-v5                     a registered Gymnasium id (``rfm_jax.envs.gym``)
     gym:package.module:EnvClass       a Gymnasium env class of the user's own module
+    mjx:cheetah-run                   ported DMC tasks simulated by MuJoCo XLA (``rfm_jax.envs.mjx``)
 
 Every backend gives, for a task and its keyword arguments (``env_kwargs``, Gymnasium only):
 ``check(name, env_kwargs)`` (a one-line ValueError), ``spec(name, env_kwargs) -> EnvSpec`` and
@@ -23,7 +24,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-PREFIXES = {"dmc": "rfm_jax.envs.dmc", "gym": "rfm_jax.envs.gym"}
+PREFIXES = {"dmc": "rfm_jax.envs.dmc", "gym": "rfm_jax.envs.gym", "mjx": "rfm_jax.envs.mjx"}
 
 
 class EnvSpec(NamedTuple):

@@ -56,6 +56,18 @@ def read_rows(path: str) -> tuple[list[dict], int]:
     return rows, bad
 
 
+TIMING = ("wall_time", "env_steps_per_s")  # the fields of a row that time the run rather than its results
+
+
+def read_workdir(workdir: str, drop: tuple = TIMING) -> dict:
+    """{file name: [rows without the ``drop`` fields]} of every metrics file of a run's workdir:
+    what two runs that should agree (a resumed one and an uninterrupted one) are compared by."""
+    directory = os.path.join(workdir, "metrics")
+    names = sorted(os.listdir(directory)) if os.path.isdir(directory) else []
+    return {name: [{k: v for k, v in row.items() if k not in drop} for row in read_jsonl(os.path.join(directory, name))]
+            for name in names}
+
+
 class MetricsWriter:
     def __init__(self, workdir: str, names: list[str], resume_step: int | None = None, wandb=None):
         self.dir = os.path.join(workdir, "metrics")

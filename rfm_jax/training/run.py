@@ -33,28 +33,34 @@ def validate(config) -> list[str]:
     """Every problem of ``config``'s run fields (``RunConfig``), its algo and its sweep, named by
     field, before anything is built.  The agent's own fields are checked by its factory and
     ``check_hyper`` (``setup``)."""
-    from rfm_jax.agents import REGISTRY
-
-    errors = []
-    if config.get("algo") not in REGISTRY:
-        errors.append(f"config.algo must be one of {sorted(REGISTRY)}, got {config.get('algo')!r}")
-    try:
-        RunConfig.from_config(config)
-    except RunConfigError as error:
-        errors += error.problems
-    try:
-        sweep_values(config)
-    except ValueError as e:
-        errors.append(str(e))
-    return errors
+    return _read(config)[0]
 
 
 def checked(config) -> tuple[RunConfig, dict]:
-    """(the run config, the sweep) of ``config``; every problem ``validate`` finds is one ``UserError``."""
-    errors = validate(config)
+    """(the run config, the sweep) of ``config``, each made once; every problem ``validate`` finds
+    is one ``UserError``."""
+    errors, run_config, sweep = _read(config)
     if errors:
         raise UserError("invalid config: " + "; ".join(errors))
-    return RunConfig.from_config(config), sweep_values(config)
+    return run_config, sweep
+
+
+def _read(config) -> tuple[list[str], RunConfig | None, dict | None]:
+    """(problems, the run config, the sweep) of ``config`` (None where it has problems)."""
+    from rfm_jax.agents import REGISTRY
+
+    errors, run_config, sweep = [], None, None
+    if config.get("algo") not in REGISTRY:
+        errors.append(f"config.algo must be one of {sorted(REGISTRY)}, got {config.get('algo')!r}")
+    try:
+        run_config = RunConfig.from_config(config)
+    except RunConfigError as error:
+        errors += error.problems
+    try:
+        sweep = sweep_values(config)
+    except ValueError as e:
+        errors.append(str(e))
+    return errors, run_config, sweep
 
 
 def setup(config, run_config: RunConfig | None = None, sweep: dict | None = None):

@@ -110,6 +110,8 @@ class RunConfig:
         for name in ("video", "wandb"):
             if not isinstance(getattr(self, name), bool):
                 errors.append(f"config.{name} must be true or false, got {getattr(self, name)!r}")
+        if self.video is True and isinstance(self.task, str) and self.task.startswith("mjx:"):
+            errors.append("config.video: mjx: tasks are not filmed (MJX has no renderer here); set config.video=false")
         if self.wandb is True:
             from rfm_jax.infra.wandb_sink import missing
 

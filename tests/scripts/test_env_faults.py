@@ -13,13 +13,14 @@ import sys
 
 import pytest
 
+from rfm_jax.infra.metrics import read_workdir
+
 pytestmark = pytest.mark.slow  # subprocesses or training runs: not in the fast lane (docs/guide.md)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RUN = os.path.join(ROOT, "experiments", "run.py")
 USER_ENVS = os.path.join(ROOT, "tests", "envs")
 CONFIG = "--config=" + os.path.join(ROOT, "experiments", "configs", "sac.py") + ":smoke"
-VOLATILE = ("wall_time", "env_steps_per_s")
 
 
 def _run(workdir, env_class, *flags, fixed=False):
@@ -37,11 +38,7 @@ def _ok(proc):
 
 
 def _metrics(workdir):
-    out = {}
-    for name in sorted(os.listdir(os.path.join(workdir, "metrics"))):
-        with open(os.path.join(workdir, "metrics", name)) as f:
-            out[name] = [{k: v for k, v in json.loads(line).items() if k not in VOLATILE} for line in f]
-    return out
+    return read_workdir(str(workdir))
 
 
 def _checkpoints(workdir):
