@@ -26,7 +26,7 @@ from rfm_jax.method.estimators import (
 from rfm_jax.method.schedules import Schedule
 from rfm_jax.training import program, replay, sweeps
 
-__version__ = "0.4.1"
+__version__ = "0.5.0"
 
 __all__ = [
     "PosteriorEstimate",

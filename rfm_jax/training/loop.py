@@ -1,4 +1,5 @@
-"""The host loop: R runs (seeds, or seeds x swept hyperparameter values, ``rfm_jax.training.sweeps``) x E
+"""The host loop (``RunConfig.loop = "host"``; ``"device"`` runs ``rfm_jax.training.device_loop``):
+R runs (seeds, or seeds x swept hyperparameter values, ``rfm_jax.training.sweeps``) x E
 host envs (``rfm_jax.envs``: DMC or Gymnasium), one jitted run-vmapped call per env step, periodic
 evaluation (the agent's greedy action), metrics, checkpoints and exact resume.
 Any registered agent (``rfm_jax.agents``), under one ``RunConfig`` (``rfm_jax.training.run_config``):
@@ -165,6 +166,11 @@ def train(run_config: RunConfig, setup: Setup, *, workdir: str, resume: bool = F
     logged and training goes on).  ``run_config.wandb`` also logs every row to W&B, with
     ``wandb_config`` (default: the run config) as each W&B run's config.
     """
+    if run_config.loop == "device":
+        from rfm_jax.training import device_loop
+
+        return device_loop.train(run_config, setup, workdir=workdir, resume=resume, stop_after=stop_after,
+                                 progress=progress, devices=devices, wandb_config=wandb_config)
     rc, runs = run_config, setup.runs
     layout = Layout.make(len(runs), devices)
     mine = [runs[i] for i in layout.local]  # the runs this process steps, logs and checkpoints
@@ -188,6 +194,7 @@ def train(run_config: RunConfig, setup: Setup, *, workdir: str, resume: bool = F
         start, elapsed0, meta = 0, 0.0, {}
         if latest is not None:
             latest, state, records, meta = ckpt.restore_latest_good(state)
+            check_same_loop(meta, rc, workdir, ckpt)
             host = session_lib.from_records(records, env)
             start, elapsed0 = int(meta["step"]), float(meta["wall_time"])
             print(f"Resumed from {workdir} at env step {start}.", flush=True)
@@ -200,6 +207,15 @@ def train(run_config: RunConfig, setup: Setup, *, workdir: str, resume: bool = F
                             progress=progress)
         summary = session.finish(step, setup.algo, setup.sweep)
     return Trained(summary=summary, state=session.state, agent=setup.agent, runs=runs, step_fns=fns)
+
+
+def check_same_loop(meta: dict, rc: RunConfig, workdir: str, ckpt: Checkpointer) -> None:
+    """A checkpoint written by the other loop (``meta["loop"]``; host before 0.5.0) is refused in one line."""
+    written = meta.get("loop", "host")
+    if written != rc.loop:
+        ckpt.close()
+        raise UserError(f"{workdir} was trained with config.loop={written!r}; resume it with "
+                        f"--config.loop={written}")
 
 
 def _write_setup(workdir: str, rc: RunConfig, setup: Setup, step_kwargs: dict) -> None:
@@ -225,10 +241,16 @@ def _compile(rc: RunConfig, fns: StepFns, layout: Layout, setup: Setup, host, ck
         out = wait_interruptibly(lambda: _init_and_compile(fns, layout, setup.runs, setup.hyper, host,
                                                            rc.eval_episodes, phases), stop)
     except Interrupted as error:
-        last_good = ckpt.latest_step()
-        ckpt.close()
-        then = (f"--resume continues from checkpoint step {last_good}" if last_good is not None
-                else "no checkpoint yet: --resume starts from step 0")
-        raise Interrupted(f"{error}: stopped before the first step, nothing to save; {then}") from None
+        raise interrupted_while_compiling(error, ckpt) from None
     print(f"Compiled in {time.time() - t_compile:.1f} s.", flush=True)
     return out
+
+
+def interrupted_while_compiling(error: Interrupted, ckpt: Checkpointer) -> Interrupted:
+    """The ``Interrupted`` of a signal before the first step: closes ``ckpt`` and names the
+    checkpoint ``--resume`` continues from."""
+    last_good = ckpt.latest_step()
+    ckpt.close()
+    then = (f"--resume continues from checkpoint step {last_good}" if last_good is not None
+            else "no checkpoint yet: --resume starts from step 0")
+    return Interrupted(f"{error}: stopped before the first step, nothing to save; {then}")

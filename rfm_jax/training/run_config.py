@@ -21,7 +21,7 @@ import difflib
 from collections.abc import Mapping
 
 EVAL_MODES = ("fixed", "fresh")  # fixed: the reference protocol's evaluation; fresh: new initial states
-LOOPS = ("host", "device")  # device: the on-device loop, a later release (refused until then)
+LOOPS = ("host", "device")  # host: envs stepped from Python; device: envs, replay and updates in one program (mjx:)
 # The Gym-MuJoCo protocol of the diffusion-policy literature (docs/method.md section 9) on gym: tasks.
 GYM_PROTOCOL = {"total_steps": 1_000_000, "warmup_steps": 10_000, "replay_capacity": 1_000_000, "eval_every": 10_000,
                 "eval_episodes": 10, "checkpoint_every": 50_000}
@@ -62,7 +62,7 @@ class RunConfig:
     wandb_project: str = "rfm_jax"  # W&B project
     wandb_entity: str | None = None  # W&B entity (user or team); None: the logged-in user's default
     wandb_group: str | None = None  # W&B group; None: the last two parts of the workdir path
-    loop: str = "host"  # host: one jitted call per env step, envs stepped on the host; device: a later release
+    loop: str = "host"  # host: one jitted call per env step, envs stepped on the host; device: mjx: tasks in XLA chunks
 
     def __post_init__(self):
         object.__setattr__(self, "env_kwargs", dict(self.env_kwargs) if isinstance(self.env_kwargs, dict)
@@ -106,7 +106,7 @@ class RunConfig:
                 if _integer_at_least(getattr(self, name), 1) and getattr(self, name) > self.replay_capacity:
                     errors.append(f"config.{name} ({getattr(self, name)}) exceeds config.replay_capacity "
                                   f"({self.replay_capacity})")
-        errors += _choice("eval_mode", self.eval_mode, EVAL_MODES) + _loop_problems(self.loop)
+        errors += _choice("eval_mode", self.eval_mode, EVAL_MODES) + _loop_problems(self.loop, self.task)
         for name in ("video", "wandb"):
             if not isinstance(getattr(self, name), bool):
                 errors.append(f"config.{name} must be true or false, got {getattr(self, name)!r}")
@@ -135,9 +135,10 @@ def _choice(name: str, value, choices: tuple) -> list[str]:
     return [] if value in choices else [f"config.{name} must be one of {choices}, got {value!r}"]
 
 
-def _loop_problems(loop) -> list[str]:
-    if loop == "device":
-        return ["config.loop='device': the on-device loop is not in this release; use config.loop='host'"]
+def _loop_problems(loop, task) -> list[str]:
+    if loop == "device" and isinstance(task, str) and not task.startswith("mjx:"):
+        return [f"config.loop='device' steps mjx: tasks only (its envs run inside the XLA program); {task} runs on "
+                "config.loop='host'"]
     return _choice("loop", loop, LOOPS)
 
 

@@ -116,7 +116,7 @@ class Session:
     def loop(self, start: int, end: int, progress=None) -> int:
         """Env steps ``start`` .. ``end`` (or until a signal); returns the step reached."""
         rc = self.rc
-        step, t_log, step_sps = start, time.time(), start
+        step, timer = start, [time.time(), start]
         if start == 0:
             self.evaluate(0)  # the initial policy, as the reference protocol does
         while step < end:
@@ -139,19 +139,25 @@ class Session:
             if failed_anywhere:
                 self.stop_env_failure(failure, step + 1, "training")
             step += 1
-            if step % rc.log_every == 0 or step == rc.total_steps:
-                sps = (step - step_sps) / max(time.time() - t_log, 1e-9)
-                self.log(step, sps)
-                t_log, step_sps = time.time(), step
-            if step % rc.eval_every == 0 or step == rc.total_steps:
-                self.evaluate(step)
-            if step % rc.checkpoint_every == 0 or step == end or stop:
-                self.save(step)
-            if progress is not None:
-                progress(step, rc.total_steps, {"eval": self.host.last_eval, "warmup": step < rc.warmup_steps})
+            self.after(step, end, stop, progress, timer)
             if stop:
                 break
         return step
+
+    def after(self, step: int, end: int, stop: bool, progress, timer: list) -> None:
+        """The host's work after env step ``step``: a row every ``log_every`` steps (``timer``:
+        [time, step] of the last row), an evaluation every ``eval_every``, a checkpoint every
+        ``checkpoint_every``, at ``end`` or after a signal, then the progress callback."""
+        rc = self.rc
+        if step % rc.log_every == 0 or step == rc.total_steps:
+            self.log(step, (step - timer[1]) / max(time.time() - timer[0], 1e-9))
+            timer[:] = [time.time(), step]
+        if step % rc.eval_every == 0 or step == rc.total_steps:
+            self.evaluate(step)
+        if step % rc.checkpoint_every == 0 or step == end or stop:
+            self.save(step)
+        if progress is not None:
+            progress(step, rc.total_steps, {"eval": self.host.last_eval, "warmup": step < rc.warmup_steps})
 
     def env_step(self, actions, metrics) -> None:
         host, result = self.host, self.env.step(actions)
@@ -186,9 +192,7 @@ class Session:
             recorders = [envs.Recorder(os.path.join(self.workdir, "videos", r.name, f"step{step}.mp4"),
                                        self.video_switch) for r in self.mine]
         try:
-            returns = evaluate(self.fns, self.state.agent, task=self.task, seeds=[r.seed for r in self.mine],
-                               episodes=self.rc.eval_episodes, eval_index=self.num_evals, mode=self.rc.eval_mode,
-                               recorders=recorders, layout=self.layout, env_kwargs=self.rc.env_kwargs)
+            returns = self.eval_returns(recorders)
         except envs.EnvFailure as failure:
             self.stop_env_failure(failure, step, "evaluation")
         self.num_evals += 1
@@ -196,6 +200,16 @@ class Session:
         self.writer.write("eval", step, self.wall(),
                           [{"eval_return_mean": _nanmean(r), "eval_return_std": np.nanstd(r) if np.isfinite(r).any()
                             else np.nan, "eval_episodes": np.isfinite(r).sum()} for r in returns])
+
+    def eval_returns(self, recorders) -> np.ndarray:
+        """[R_local, eval_episodes] returns of this evaluation's greedy episodes."""
+        return evaluate(self.fns, self.state.agent, task=self.task, seeds=[r.seed for r in self.mine],
+                        episodes=self.rc.eval_episodes, eval_index=self.num_evals, mode=self.rc.eval_mode,
+                        recorders=recorders, layout=self.layout, env_kwargs=self.rc.env_kwargs)
+
+    def records(self) -> list[bytes]:
+        """This process's checkpoint records, one per run."""
+        return records(self.host, self.env)
 
     def close_for_failure(self) -> int | None:
         """Close the writers and the checkpointer without saving; returns the last good checkpoint."""
@@ -226,9 +240,9 @@ class Session:
                      else "another process's runs")
             self.stop_non_finite(f"non-finite parameters or optimiser state in {where} at env step {step}")
         try:
-            self.ckpt.save(step, self.state, records(self.host, self.env),
+            self.ckpt.save(step, self.state, self.records(),
                            {"step": step, "wall_time": self.wall(), "log_counts": self.counts,
-                            "num_evals": self.num_evals})
+                            "num_evals": self.num_evals, "loop": self.rc.loop})
         except DiskFullError:
             self.writer.close()
             raise
