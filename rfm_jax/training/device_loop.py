@@ -38,6 +38,7 @@ from rfm_jax.training import device_program as dp
 from rfm_jax.training import loop as loop_lib
 from rfm_jax.training import session as session_lib
 from rfm_jax.training import sweeps
+from rfm_jax.training.evaluation import policy_keys
 from rfm_jax.training.program import compile_seeds, make_step_fns
 from rfm_jax.training.run_config import RunConfig
 
@@ -147,9 +148,7 @@ class DeviceSession(session_lib.Session):
 
         index = 0 if self.rc.eval_mode == "fixed" else self.num_evals
         seeds = [r.seed for r in self.mine]
-        horizon = envs.spec(self.task).episode_length
-        act_keys = np.asarray(jax.vmap(lambda s: jax.random.split(jax.random.fold_in(jax.random.PRNGKey(s), 1 + index),
-                                                                  horizon))(jnp.asarray(seeds, jnp.uint32)))
+        act_keys = policy_keys(seeds, index, envs.spec(self.task).episode_length)  # the host loop's
         keys = self.layout.to_global((env_keys(seeds, self.rc.eval_episodes, 1 + index), act_keys))
         return np.asarray(self.layout.to_local(self.fns["eval"](self.carry.train.agent, *keys)), np.float64)
 
@@ -170,7 +169,7 @@ def _first_step(values: dict, is_bad) -> int | None:
     return min(steps) if steps else None
 
 
-def _restore(carry, records: list[bytes], layout: Layout, num_runs: int):
+def _restore(carry, records: list[bytes], layout: Layout):
     """(carry with the records' env part, host arrays, physics errors) of a checkpoint."""
     rows = [pickle.loads(zlib.decompress(r)) for r in records]
     rest = jax.tree.map(lambda *xs: np.stack(xs), *(row["carry"] for row in rows))
@@ -220,7 +219,7 @@ def train(run_config: RunConfig, setup, *, workdir: str, resume: bool = False, s
         if latest is not None:
             latest, state, records, meta = ckpt.restore_latest_good(carry.train)
             loop_lib.check_same_loop(meta, rc, workdir, ckpt)
-            carry, host, counts.physics_errors = _restore(carry.replace(train=state), records, layout, len(mine))
+            carry, host, counts.physics_errors = _restore(carry.replace(train=state), records, layout)
             start, elapsed0 = int(meta["step"]), float(meta["wall_time"])
             if start % length:  # an older checkpoint than the newest (it was damaged), off the chunk grid
                 ckpt.close()

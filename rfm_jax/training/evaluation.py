@@ -37,8 +37,7 @@ def evaluate(fns, agent_state, *, task: str, seeds, episodes: int, eval_index: i
         failure = error
     _raise_if_failed(agree([failure is not None])[0], failure, task)
     length = env.spec.episode_length
-    keys = np.asarray(jax.vmap(lambda s: jax.random.split(jax.random.fold_in(jax.random.PRNGKey(s), 1 + eval_index),
-                                                          length))(jnp.asarray(seeds, jnp.uint32)))
+    keys = policy_keys(seeds, eval_index, length)
     to_global = layout.to_global if layout is not None else (lambda x: x)
     to_local = layout.to_local if layout is not None else jax.device_get
     returns = np.full((len(seeds), episodes), np.nan)
@@ -63,6 +62,13 @@ def evaluate(fns, agent_state, *, task: str, seeds, episodes: int, eval_index: i
     for recorder in recorders or ():
         recorder.close()
     return returns
+
+
+def policy_keys(seeds, eval_index: int, length: int) -> np.ndarray:
+    """Keys [R, length, 2] of the greedy actions of evaluation ``eval_index``: step t of run r acts
+    with ``split(fold_in(PRNGKey(seeds[r]), 1 + eval_index), length)[t]``."""
+    return np.asarray(jax.vmap(lambda s: jax.random.split(jax.random.fold_in(jax.random.PRNGKey(s), 1 + eval_index),
+                                                          length))(jnp.asarray(seeds, jnp.uint32)))
 
 
 def _raise_if_failed(failed_anywhere: bool, failure, task: str) -> None:

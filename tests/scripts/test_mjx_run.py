@@ -33,6 +33,14 @@ def _metrics(workdir):
     return read_workdir(str(workdir))
 
 
+def _wait_for(path, proc, text=None, timeout=600):
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if path.exists() and (text is None or text in path.read_text()):
+            return
+        time.sleep(0.02)
+
+
 def test_an_mjx_run_killed_and_resumed_equals_the_uninterrupted_run(tmp_path):
     whole = tmp_path / "whole"
     proc = subprocess.run(_cmd(whole), capture_output=True, text=True, timeout=900, env=ENV)
@@ -41,23 +49,13 @@ def test_an_mjx_run_killed_and_resumed_equals_the_uninterrupted_run(tmp_path):
     assert summary["step"] == 300 and all(e is not None for e in summary["last_eval"])
     killed = tmp_path / "killed"
     proc = subprocess.Popen(_cmd(killed), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
-    done, deadline = killed / "checkpoints" / "200" / "commit_success.txt", time.time() + 600
-    while time.time() < deadline and proc.poll() is None and not done.exists():
-        time.sleep(0.02)
+    _wait_for(killed / "checkpoints" / "200" / "commit_success.txt", proc)
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=60)
     assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
     resumed = subprocess.run(_cmd(killed, "--resume"), capture_output=True, text=True, timeout=900, env=ENV)
     assert resumed.returncode == 0 and "at env step 200" in resumed.stdout, resumed.stderr[-3000:]
     assert _metrics(str(killed)) == _metrics(str(whole))
-
-
-def _wait_for(path, proc, text=None, timeout=600):
-    deadline = time.time() + timeout
-    while time.time() < deadline and proc.poll() is None:
-        if path.exists() and (text is None or text in path.read_text()):
-            return
-        time.sleep(0.02)
 
 
 def test_an_on_device_run_stopped_killed_and_resumed_equals_the_uninterrupted_run(tmp_path):
